@@ -1,0 +1,142 @@
+//! NATS subjects, with every caller-supplied token escaped.
+//!
+//! A site, box or resource id could contain `.`, `*`, `>` or white space, which would change the
+//! meaning of a subject. Tokens are escaped injectively into `[A-Za-z0-9_-]`: `_` becomes `__`, any
+//! other byte outside the set becomes `_XX` (two upper-case hex digits), and the empty token
+//! becomes `_`. [`unescape_token`] reverses it.
+
+use std::fmt::Write;
+
+pub const READINGS_PREFIX: &str = "edge.readings";
+pub const DLQ_PREFIX: &str = "edge.dlq";
+pub const OP_RUN_PREFIX: &str = "mes.op_run";
+
+/// Run events, in the order of the subject's last token.
+pub const OP_RUN_EVENTS: [&str; 6] = [
+    "started",
+    "reported",
+    "paused",
+    "resumed",
+    "completed",
+    "aborted",
+];
+
+pub fn escape_token(raw: &str) -> String {
+    if raw.is_empty() {
+        return "_".to_owned();
+    }
+    let mut out = String::with_capacity(raw.len());
+    for b in raw.bytes() {
+        match b {
+            b'_' => out.push_str("__"),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' => out.push(b as char),
+            other => {
+                let _ = write!(out, "_{other:02X}");
+            }
+        }
+    }
+    out
+}
+
+/// Reverses [`escape_token`]; `None` if `token` is not a valid escaped token.
+pub fn unescape_token(token: &str) -> Option<String> {
+    if token == "_" {
+        return Some(String::new());
+    }
+    let bytes = token.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'_' => {
+                if bytes.get(i + 1) == Some(&b'_') {
+                    out.push(b'_');
+                    i += 2;
+                } else {
+                    let hex = token.get(i + 1..i + 3)?;
+                    if !hex.bytes().all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c)) {
+                        return None;
+                    }
+                    out.push(u8::from_str_radix(hex, 16).ok()?);
+                    i += 3;
+                }
+            }
+            b if b.is_ascii_alphanumeric() || b == b'-' => {
+                out.push(b);
+                i += 1;
+            }
+            _ => return None,
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `edge.readings.<site>.<box>`
+pub fn readings_subject(site: &str, box_id: &str) -> String {
+    format!(
+        "{READINGS_PREFIX}.{}.{}",
+        escape_token(site),
+        escape_token(box_id)
+    )
+}
+
+/// `edge.dlq.<site>.<box>`
+pub fn dlq_subject(site: &str, box_id: &str) -> String {
+    format!("{DLQ_PREFIX}.{}.{}", escape_token(site), escape_token(box_id))
+}
+
+/// `mes.op_run.<site>.<resource>.<event>`
+pub fn op_run_subject(site: &str, resource_id: &str, event: &str) -> String {
+    format!(
+        "{OP_RUN_PREFIX}.{}.{}.{}",
+        escape_token(site),
+        escape_token(resource_id),
+        escape_token(event)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn plain_tokens_pass_unchanged() {
+        assert_eq!(readings_subject("BKK", "box-01"), "edge.readings.BKK.box-01");
+        assert_eq!(
+            op_run_subject("BKK", "SMT01", "started"),
+            "mes.op_run.BKK.SMT01.started"
+        );
+        assert_eq!(dlq_subject("BKK", "b1"), "edge.dlq.BKK.b1");
+    }
+
+    #[test]
+    fn wildcards_dots_and_spaces_are_escaped() {
+        assert_eq!(escape_token("a.b"), "a_2Eb");
+        assert_eq!(escape_token("*"), "_2A");
+        assert_eq!(escape_token(">"), "_3E");
+        assert_eq!(escape_token("a b"), "a_20b");
+        assert_eq!(escape_token("a_b"), "a__b");
+        assert_eq!(escape_token(""), "_");
+        assert_eq!(escape_token("ü"), "_C3_BC");
+        assert_eq!(readings_subject("s.1", "b>"), "edge.readings.s_2E1.b_3E");
+    }
+
+    #[test]
+    fn malformed_escapes_are_refused() {
+        assert_eq!(unescape_token("_2"), None);
+        assert_eq!(unescape_token("_zz"), None);
+        assert_eq!(unescape_token("a.b"), None);
+        assert_eq!(unescape_token("_2e"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn escaping_round_trips_and_stays_in_the_safe_set(raw in ".{0,40}") {
+            let token = escape_token(&raw);
+            prop_assert!(!token.is_empty());
+            prop_assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
+            prop_assert_eq!(unescape_token(&token), Some(raw));
+        }
+    }
+}
