@@ -1,0 +1,126 @@
+//! ingest-worker: JetStream → validation → binary COPY into PostgreSQL / TimescaleDB, exactly once.
+//!
+//! - [`config`]: flags and environment.
+//! - [`db`]: connect (create the database if missing), migrations, partitions, retention.
+//! - [`jetstream`]: NATS connection, streams and the shared durable consumer.
+//! - [`decode`]: a message's lines to binary COPY rows and rejections, with byte offsets.
+//! - [`copy_format`]: the binary COPY row encoding.
+//! - [`ledger`]: which lines are new, given the byte ranges already loaded.
+//! - [`loader`]: one batch, one transaction: ledger, COPY, rejects, commit.
+//! - [`pipeline`]: pull, batch, decode, load, ack.
+//! - [`metrics`]: Prometheus metrics.
+
+pub mod config;
+pub mod copy_format;
+pub mod db;
+pub mod decode;
+pub mod jetstream;
+pub mod ledger;
+pub mod loader;
+pub mod metrics;
+pub mod pipeline;
+
+use std::future::Future;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use config::Config;
+
+#[derive(Debug, Error)]
+pub enum WorkerError {
+    #[error("cannot start the metrics listener: {0}")]
+    Metrics(#[from] metrics_exporter_prometheus::BuildError),
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error(transparent)]
+    Setup(#[from] jetstream::SetupError),
+    #[error("cannot pull from the consumer: {0}")]
+    Pull(#[from] async_nats::jetstream::consumer::StreamError),
+}
+
+/// Runs the worker until `shutdown` is cancelled (or, with `--until-idle`, until nothing is
+/// pending). Transient failures of NATS or PostgreSQL are waited out, never fatal.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    if let Some(addr) = config.metrics_addr {
+        metrics::install(addr)?;
+        info!(%addr, "serving metrics");
+    }
+    let names = config.names();
+    let pool_size = u32::try_from(config.concurrency + 2).unwrap_or(u32::MAX);
+    let Some(pool) = retry_until(&shutdown, "database connection", || {
+        db::connect(&config.database_url, pool_size)
+    })
+    .await
+    else {
+        return Ok(());
+    };
+    db::migrate(&pool).await?;
+    if let Err(e) =
+        db::ensure_partitions(&pool, config.partition_days_back, config.partition_days_ahead).await
+    {
+        warn!(error = %e, "initial partition upkeep failed, rows go to readings_default meanwhile");
+    }
+    let client = jetstream::connect(&config).await?;
+    let js = async_nats::jetstream::new(client);
+    let Some(consumer) = retry_until(&shutdown, "jetstream setup", || {
+        jetstream::ensure(&js, &names, &config)
+    })
+    .await
+    else {
+        return Ok(());
+    };
+
+    let tracker = TaskTracker::new();
+    let upkeep = shutdown.child_token();
+    tracker.spawn(db::maintenance_loop(
+        pool.clone(),
+        config.partition_days_back,
+        config.partition_days_ahead,
+        config.retention_days,
+        upkeep.clone(),
+    ));
+    tracker.close();
+    info!(stream = %names.readings_stream, consumer = %names.consumer, concurrency = config.concurrency, "ingesting");
+    let settings = pipeline::PipelineSettings {
+        names,
+        limits: config.limits(),
+        concurrency: config.concurrency,
+        batch_max_messages: config.batch_max_messages,
+        batch_max_bytes: config.batch_max_bytes,
+        batch_linger: config.batch_linger(),
+        until_idle: config.until_idle.map(Duration::from_secs),
+    };
+    let result = pipeline::run(consumer, js, pool.clone(), settings, shutdown.clone()).await;
+    upkeep.cancel();
+    tracker.wait().await;
+    pool.close().await;
+    info!("stopped");
+    Ok(result?)
+}
+
+/// Retries `op` with backoff until it succeeds or `shutdown` fires (then `None`).
+async fn retry_until<T, E, F, Fut>(shutdown: &CancellationToken, what: &str, mut op: F) -> Option<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match op().await {
+            Ok(v) => return Some(v),
+            Err(e) => {
+                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed, retrying");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
