@@ -1,0 +1,1 @@
+//! JSONL generators for end-to-end tests (in progress).
