@@ -1,0 +1,577 @@
+//! The tailer: finds files, follows them, and cuts their complete lines into chunks. It knows
+//! nothing of NATS; it runs on one blocking thread with plain `std` I/O and hands
+//! [`TailEvent`]s to an [`EventSink`], which blocks when the publisher is behind.
+//!
+//! # Identity: open files by inode, sources by content
+//!
+//! An open file is tracked by `(device, inode)`, and its descriptor stays open after its path
+//! goes away, so a renamed or deleted file is still read to its end. The *bytes* of a file are
+//! named by a [`SourceKey`]: the edge box plus a CRC of the file's first line
+//! ([`Fingerprint::of_head`]). Offsets in the checkpoint and in the ingest ledger belong to that
+//! name. So a `copytruncate` copy that still matches the glob, a renamed file, or a re-ship after
+//! the state directory was lost all map to the same source and the same offsets, and the worker's
+//! ledger drops whatever was already loaded. A file whose first line is still incomplete (and
+//! shorter than `max_line_bytes`) cannot be named yet and waits.
+//!
+//! Two open files with the same name (a copy next to its original) are both read, each from the
+//! furthest offset known for the name; any overlap is deduplicated downstream.
+//!
+//! # Rotation and truncation
+//!
+//! - Rename (or delete): the open descriptor is read to its end; it is closed once it no longer
+//!   matches the glob, is fully read and has not grown for `rotate_wait`.
+//! - `copytruncate`: the file is shorter than what was read, or its first line no longer matches
+//!   the fingerprint (checked on every rescan with a read of the first line): it is read again
+//!   from offset 0 under its new name. Bytes written between the last read and the truncation are
+//!   only shipped if the copy matches the glob; a truncation followed by regrowth past the read
+//!   position within one rescan interval, with an identical first line, cannot be seen.
+//! - A last line without a newline is never shipped: a `lines` message must end with `\n`. If the
+//!   file is rotated and idle with such a tail when it is closed, the tail is logged and counted
+//!   in `edge_shipper_unterminated_tail_bytes_total`, and dropped.
+
+mod discovery;
+mod events;
+mod source_reader;
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use protocol::{Fingerprint, SourceKey};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, instrument, warn};
+
+pub use discovery::{wake_channel, watch_base, Waker};
+pub use events::{Chunk, EventSink, FileOrigin, SinkClosed, TailEvent};
+pub use source_reader::{CutLimits, READ_CHUNK_BYTES};
+
+use crate::metrics as m;
+use discovery::Discovery;
+use source_reader::{ReadError, SourceReader};
+
+/// Most bytes read from one file before the next file gets its turn.
+const READ_BUDGET_BYTES: u64 = 4 * 1024 * 1024;
+/// Wake-ups closer together than this are coalesced into one read pass.
+const MIN_PASS_INTERVAL: Duration = Duration::from_millis(20);
+/// `Live` is re-sent at least this often even when nothing changed.
+const LIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct TailerConfig {
+    pub pattern: String,
+    pub box_id: String,
+    pub limits: CutLimits,
+    pub linger: Duration,
+    pub rescan_interval: Duration,
+    pub rotate_wait: Duration,
+    pub until_caught_up: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FileId {
+    dev: u64,
+    inode: u64,
+}
+
+impl FileId {
+    fn of(meta: &fs::Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            inode: meta.ino(),
+        }
+    }
+}
+
+enum Identity {
+    /// First line incomplete: not nameable yet. Holds the size last tried.
+    Waiting { tried_size: Option<u64> },
+    Named {
+        fingerprint: Fingerprint,
+        reader: SourceReader,
+    },
+}
+
+struct Tracked {
+    file: File,
+    id: FileId,
+    path: PathBuf,
+    /// Matched the glob on the last rescan.
+    matched: bool,
+    size: u64,
+    last_change: Instant,
+    identity: Identity,
+    read_error_logged: bool,
+}
+
+/// Hands chunks to the sink and remembers how far each source has been read.
+struct Outbox<S> {
+    sink: S,
+    known: HashMap<SourceKey, u64>,
+}
+
+impl<S: EventSink> Outbox<S> {
+    fn emit(&mut self, chunk: Chunk) -> Result<(), SinkClosed> {
+        let end = self.known.entry(chunk.source.clone()).or_insert(0);
+        *end = (*end).max(chunk.range.end);
+        self.sink.send(TailEvent::Chunk(chunk))
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepOutcome {
+    /// Some file has more bytes ready: pass again without waiting.
+    pub more_now: bool,
+    /// When the next pass is due at the latest.
+    pub next_due: Instant,
+    /// `until_caught_up` only: everything has been read and handed out.
+    pub caught_up: bool,
+}
+
+pub struct Tailer<S> {
+    cfg: TailerConfig,
+    discovery: Discovery,
+    wake_rx: Receiver<()>,
+    files: HashMap<FileId, Tracked>,
+    outbox: Outbox<S>,
+    unreadable: HashSet<PathBuf>,
+    next_rescan: Option<Instant>,
+    live_sent: Option<(Vec<SourceKey>, Instant)>,
+    head: Vec<u8>,
+    unread_bytes: Arc<AtomicU64>,
+}
+
+impl<S: EventSink> Tailer<S> {
+    /// `resume` holds the checkpointed offset of each known source.
+    pub fn new(cfg: TailerConfig, sink: S, resume: HashMap<SourceKey, u64>) -> (Self, Waker) {
+        let (waker, wake_rx) = wake_channel();
+        let discovery = Discovery::new(&cfg.pattern, waker.clone());
+        let tailer = Self {
+            cfg,
+            discovery,
+            wake_rx,
+            files: HashMap::new(),
+            outbox: Outbox {
+                sink,
+                known: resume,
+            },
+            unreadable: HashSet::new(),
+            next_rescan: None,
+            live_sent: None,
+            head: Vec::new(),
+            unread_bytes: Arc::new(AtomicU64::new(0)),
+        };
+        (tailer, waker)
+    }
+
+    /// Bytes in tracked files not read yet, updated after every pass.
+    pub fn unread_bytes(&self) -> Arc<AtomicU64> {
+        self.unread_bytes.clone()
+    }
+
+    pub fn sink(&self) -> &S {
+        &self.outbox.sink
+    }
+
+    pub fn sink_mut(&mut self) -> &mut S {
+        &mut self.outbox.sink
+    }
+
+    /// Runs passes until `cancel` fires, the sink closes, or (with `until_caught_up`) all is read.
+    pub fn run(mut self, cancel: &CancellationToken) {
+        info!(pattern = %self.cfg.pattern, "tailer started");
+        while !cancel.is_cancelled() {
+            let now = Instant::now();
+            let last_pass = now;
+            let outcome = match self.step(now) {
+                Ok(o) => o,
+                Err(SinkClosed) => break,
+            };
+            if outcome.caught_up {
+                info!("caught up: every file read to its last complete line");
+                let _ = self.outbox.sink.send(TailEvent::CaughtUp);
+                break;
+            }
+            if outcome.more_now {
+                continue;
+            }
+            let timeout = outcome.next_due.saturating_duration_since(Instant::now());
+            match self.wake_rx.recv_timeout(timeout) {
+                Ok(()) => {
+                    // Coalesce bursts of change events into one pass.
+                    let since = last_pass.elapsed();
+                    if since < MIN_PASS_INTERVAL {
+                        std::thread::sleep(MIN_PASS_INTERVAL - since);
+                    }
+                    while self.wake_rx.try_recv().is_ok() {}
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(timeout),
+            }
+        }
+        info!("tailer stopped");
+    }
+
+    /// One pass: rescan if due, then read every file as far as its budget allows.
+    pub fn step(&mut self, now: Instant) -> Result<StepOutcome, SinkClosed> {
+        let rescan_due = self.cfg.until_caught_up || self.next_rescan.is_none_or(|t| now >= t);
+        if rescan_due {
+            self.rescan(now)?;
+            self.next_rescan = Some(now + self.cfg.rescan_interval);
+        }
+        let mut next_due = self.next_rescan.unwrap_or(now);
+        let mut more_now = false;
+        let mut pending = false;
+        let mut unread = 0u64;
+        let ids: Vec<FileId> = self.files.keys().copied().collect();
+        for id in ids {
+            let served = self.serve(id, now)?;
+            more_now |= !served.at_end;
+            if let Some(due) = served.flush_due {
+                pending = true;
+                next_due = next_due.min(due);
+            }
+            unread += served.unread;
+        }
+        self.unread_bytes.store(unread, Ordering::Relaxed);
+        if rescan_due {
+            self.send_live(now)?;
+        }
+        Ok(StepOutcome {
+            more_now,
+            next_due,
+            caught_up: self.cfg.until_caught_up && rescan_due && !more_now && !pending,
+        })
+    }
+
+    #[instrument(skip_all)]
+    fn rescan(&mut self, now: Instant) -> Result<(), SinkClosed> {
+        self.discovery.ensure_watch();
+        let mut seen = HashSet::new();
+        for path in self.discovery.scan() {
+            let meta = match fs::metadata(&path) {
+                Ok(meta) => meta,
+                Err(e) => {
+                    debug!(path = %path.display(), error = %e, "matched path vanished");
+                    continue;
+                }
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let id = FileId::of(&meta);
+            if let Some(t) = self.files.get_mut(&id) {
+                seen.insert(id);
+                if t.path != path {
+                    t.path = path;
+                    if let Identity::Named { reader, .. } = &mut t.identity {
+                        reader.set_path(path_str(&t.path));
+                    }
+                }
+                if !t.matched {
+                    info!(path = %t.path.display(), "file matches the glob again");
+                    t.matched = true;
+                }
+                continue;
+            }
+            if let Some(id) = self.open(path, now) {
+                seen.insert(id);
+            }
+        }
+        for t in self.files.values_mut() {
+            if t.matched && !seen.contains(&t.id) {
+                t.matched = false;
+                metrics::counter!(m::ROTATIONS_TOTAL).increment(1);
+                info!(path = %t.path.display(), inode = t.id.inode,
+                    "file no longer matches the glob (renamed or deleted); reading it to the end");
+            }
+        }
+        self.check_fingerprints()?;
+        self.close_idle_rotated(now)?;
+        metrics::gauge!(m::FILES_TRACKED).set(self.files.len() as f64);
+        Ok(())
+    }
+
+    fn open(&mut self, path: PathBuf, now: Instant) -> Option<FileId> {
+        let opened = File::open(&path).and_then(|f| {
+            let meta = f.metadata()?;
+            Ok((f, meta))
+        });
+        let (file, meta) = match opened {
+            Ok(ok) => ok,
+            Err(e) => {
+                if self.unreadable.insert(path.clone()) {
+                    warn!(path = %path.display(), error = %e, "cannot open file; retrying on later rescans");
+                }
+                return None;
+            }
+        };
+        if self.unreadable.remove(&path) {
+            info!(path = %path.display(), "file is readable now");
+        }
+        let id = FileId::of(&meta);
+        if !meta.is_file() || self.files.contains_key(&id) {
+            return Some(id);
+        }
+        info!(path = %path.display(), inode = id.inode, size = meta.len(), "tracking file");
+        self.files.insert(
+            id,
+            Tracked {
+                file,
+                id,
+                path,
+                matched: true,
+                size: 0,
+                last_change: now,
+                identity: Identity::Waiting { tried_size: None },
+                read_error_logged: false,
+            },
+        );
+        Some(id)
+    }
+
+    /// Re-reads every named file's first line: a different one means it was truncated and
+    /// rewritten.
+    fn check_fingerprints(&mut self) -> Result<(), SinkClosed> {
+        let max_prefix = self.cfg.limits.max_line_bytes;
+        for t in self.files.values_mut() {
+            let Identity::Named { fingerprint, .. } = &t.identity else {
+                continue;
+            };
+            self.head.resize(fingerprint.len as usize, 0);
+            let same = match t.file.read_exact_at(&mut self.head, 0) {
+                Ok(()) => Fingerprint::of_head(&self.head, max_prefix) == Some(*fingerprint),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => false,
+                Err(e) => {
+                    debug!(path = %t.path.display(), error = %e, "fingerprint check failed");
+                    true
+                }
+            };
+            if !same {
+                restart(t, &mut self.outbox, "first line changed")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn close_idle_rotated(&mut self, now: Instant) -> Result<(), SinkClosed> {
+        let rotate_wait = self.cfg.rotate_wait;
+        let mut closing = Vec::new();
+        for t in self.files.values_mut() {
+            if t.matched {
+                continue;
+            }
+            let size = t.file.metadata().map_or(t.size, |m| m.len());
+            let read_to = match &t.identity {
+                Identity::Named { reader, .. } => reader.read_pos(),
+                Identity::Waiting { .. } => size,
+            };
+            if size != t.size || size > read_to || now.duration_since(t.last_change) < rotate_wait {
+                continue;
+            }
+            let tail = match &mut t.identity {
+                Identity::Named { reader, .. } => {
+                    reader.flush(&mut |c| self.outbox.emit(c))?;
+                    reader.unterminated_bytes()
+                }
+                Identity::Waiting { .. } => size,
+            };
+            if tail > 0 {
+                warn!(path = %t.path.display(), offset = read_to - tail, len = tail,
+                    "closing rotated file whose last line has no newline; dropping that tail");
+                metrics::counter!(m::UNTERMINATED_TAIL_BYTES_TOTAL).increment(tail);
+            }
+            info!(path = %t.path.display(), inode = t.id.inode, "closing rotated file");
+            closing.push(t.id);
+        }
+        for id in closing {
+            self.files.remove(&id);
+        }
+        Ok(())
+    }
+
+    fn send_live(&mut self, now: Instant) -> Result<(), SinkClosed> {
+        let mut live: Vec<SourceKey> = self
+            .files
+            .values()
+            .filter_map(|t| match &t.identity {
+                Identity::Named { reader, .. } => Some(reader.source().clone()),
+                Identity::Waiting { .. } => None,
+            })
+            .collect();
+        live.sort();
+        live.dedup();
+        let due = self
+            .live_sent
+            .as_ref()
+            .is_none_or(|(sent, at)| *sent != live || now.duration_since(*at) >= LIVE_INTERVAL);
+        if due {
+            self.live_sent = Some((live.clone(), now));
+            self.outbox.sink.send(TailEvent::Live(live))?;
+        }
+        Ok(())
+    }
+
+    /// Reads one file: names it if needed, detects truncation, reads up to its budget and
+    /// flushes what has lingered long enough.
+    fn serve(&mut self, id: FileId, now: Instant) -> Result<Served, SinkClosed> {
+        let Self {
+            cfg, files, outbox, ..
+        } = self;
+        let Some(t) = files.get_mut(&id) else {
+            return Ok(Served::idle(0));
+        };
+        let size = match t.file.metadata() {
+            Ok(meta) => meta.len(),
+            Err(e) => {
+                debug!(path = %t.path.display(), error = %e, "stat failed");
+                return Ok(Served::idle(0));
+            }
+        };
+        if size != t.size {
+            t.size = size;
+            t.last_change = now;
+        }
+        if let Identity::Named { reader, .. } = &t.identity {
+            if size < reader.read_pos() {
+                restart(t, outbox, "file shrank")?;
+            }
+        }
+        if let Identity::Waiting { tried_size } = &t.identity {
+            if size == 0 || *tried_size == Some(size) {
+                return Ok(Served::idle(0));
+            }
+            name(t, cfg, outbox, size)?;
+        }
+        let Identity::Named { reader, .. } = &mut t.identity else {
+            return Ok(Served::idle(0));
+        };
+        let mut emit = |c| outbox.emit(c);
+        let outcome = match reader.read(&t.file, size, READ_BUDGET_BYTES, now, &mut emit) {
+            Ok(outcome) => {
+                t.read_error_logged = false;
+                outcome
+            }
+            Err(ReadError::Closed(closed)) => return Err(closed),
+            Err(ReadError::Io(e)) => {
+                if !t.read_error_logged {
+                    warn!(path = %t.path.display(), offset = reader.read_pos(), error = %e,
+                        "read failed; retrying");
+                    t.read_error_logged = true;
+                }
+                return Ok(Served::idle(size.saturating_sub(reader.read_pos())));
+            }
+        };
+        let mut flush_due = None;
+        if let Some(since) = reader.pending_since() {
+            let due = since + cfg.linger;
+            if !outcome.at_end || cfg.until_caught_up || now >= due {
+                reader.flush(&mut emit)?;
+            } else {
+                flush_due = Some(due);
+            }
+        }
+        reader.shrink();
+        Ok(Served {
+            at_end: outcome.at_end,
+            flush_due,
+            unread: size.saturating_sub(reader.read_pos()),
+        })
+    }
+}
+
+struct Served {
+    at_end: bool,
+    flush_due: Option<Instant>,
+    unread: u64,
+}
+
+impl Served {
+    fn idle(unread: u64) -> Self {
+        Self {
+            at_end: true,
+            flush_due: None,
+            unread,
+        }
+    }
+}
+
+/// Names a waiting file from its first line and starts reading it where its source left off.
+fn name<S: EventSink>(
+    t: &mut Tracked,
+    cfg: &TailerConfig,
+    outbox: &mut Outbox<S>,
+    size: u64,
+) -> Result<(), SinkClosed> {
+    let max_prefix = cfg.limits.max_line_bytes;
+    let mut head = vec![0u8; size.min(max_prefix as u64) as usize];
+    let fingerprint = match t.file.read_exact_at(&mut head, 0) {
+        Ok(()) => Fingerprint::of_head(&head, max_prefix),
+        Err(e) => {
+            debug!(path = %t.path.display(), error = %e, "reading the first line failed");
+            None
+        }
+    };
+    let Some(fingerprint) = fingerprint else {
+        t.identity = Identity::Waiting {
+            tried_size: Some(size),
+        };
+        return Ok(());
+    };
+    let source = SourceKey::new(&cfg.box_id, fingerprint);
+    let known = outbox.known.get(&source).copied().unwrap_or(0);
+    let offset = if size < known {
+        info!(path = %t.path.display(), %source, size, known_offset = known,
+            "file is shorter than its source's known offset; reading it from the start");
+        0
+    } else {
+        known
+    };
+    outbox.known.entry(source.clone()).or_insert(offset);
+    info!(path = %t.path.display(), %source, offset, "reading file");
+    outbox.sink.send(TailEvent::Begin {
+        source: source.clone(),
+        origin: FileOrigin {
+            path: t.path.clone(),
+            dev: t.id.dev,
+            inode: t.id.inode,
+        },
+        offset,
+    })?;
+    let reader = SourceReader::new(source, path_str(&t.path), offset, cfg.limits);
+    t.identity = Identity::Named {
+        fingerprint,
+        reader,
+    };
+    Ok(())
+}
+
+/// The file was truncated or rewritten: ship the complete lines already read, then name it
+/// afresh and read it from 0.
+fn restart<S: EventSink>(
+    t: &mut Tracked,
+    outbox: &mut Outbox<S>,
+    reason: &'static str,
+) -> Result<(), SinkClosed> {
+    if let Identity::Named { reader, .. } = &mut t.identity {
+        reader.flush(&mut |c| outbox.emit(c))?;
+        info!(path = %t.path.display(), source = %reader.source(), read_to = reader.read_pos(),
+            reason, "file truncated; reading it from the start as a new source");
+    }
+    metrics::counter!(m::TRUNCATIONS_TOTAL).increment(1);
+    t.identity = Identity::Waiting { tried_size: None };
+    Ok(())
+}
+
+fn path_str(path: &std::path::Path) -> Arc<str> {
+    Arc::from(path.to_string_lossy().as_ref())
+}
+
+#[cfg(test)]
+mod tests;
