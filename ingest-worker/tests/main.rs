@@ -1,0 +1,9 @@
+//! Integration tests of ingest-worker against real nats-server and PostgreSQL.
+//!
+//! Messages are framed and published here with the protocol crate, exactly as edge-shipper does,
+//! so these tests pin the worker's exactly-once behaviour independently of the tailer.
+
+// mod exactly_once;
+mod faults;
+mod schema;
+mod support;
