@@ -1,0 +1,230 @@
+//! Publishing chunks to JetStream until they are acknowledged.
+//!
+//! Each message is published with `Nats-Msg-Id` = `<source>:<start>-<end>` and retried with the
+//! same id and payload, with exponential backoff and jitter, until JetStream acknowledges it: a
+//! missing stream (the worker creates it), a full stream with `discard new`, a timeout or a lost
+//! connection all just mean waiting. A retry of a message that was stored but whose ack was lost
+//! is dropped by JetStream's duplicate window, or later by the ingest ledger.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::{self, Context};
+use async_nats::{ConnectOptions, HeaderMap, Subject};
+use bytes::Bytes;
+use protocol::{BatchKind, BatchMeta, ByteRange, SourceKey};
+use rand::Rng;
+use tracing::{debug, error, info, instrument, warn};
+
+use crate::metrics as m;
+use crate::tailer::Chunk;
+
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// Publish failures are logged at warn at most this often; the rest at debug.
+const WARN_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot read NATS credentials file: {0}")]
+    Credentials(#[source] std::io::Error),
+    #[error("cannot connect to NATS: {0}")]
+    Connect(#[from] async_nats::ConnectError),
+}
+
+/// Connects, retrying the first connection and every later one forever.
+#[instrument(skip_all, fields(url = %url_for_logs))]
+pub async fn connect(
+    url: &str,
+    url_for_logs: &str,
+    creds: Option<&std::path::Path>,
+) -> Result<Context, ConnectError> {
+    let mut options = ConnectOptions::new()
+        .name("edge-shipper")
+        .retry_on_initial_connect()
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => info!("connected to nats"),
+                async_nats::Event::Disconnected => warn!("disconnected from nats; reconnecting"),
+                other => info!(event = %other, "nats event"),
+            }
+        });
+    if let Some(path) = creds {
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(ConnectError::Credentials)?;
+    }
+    let client = options.connect(url).await?;
+    Ok(jetstream::new(client))
+}
+
+/// A message ready to publish, kept until acknowledged so a retry sends the same bytes.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub source: SourceKey,
+    pub range: ByteRange,
+    pub lines: u64,
+    pub kind: BatchKind,
+    pub payload: Bytes,
+    headers: HeaderMap,
+    msg_id: String,
+}
+
+impl Outgoing {
+    pub fn new(chunk: Chunk, site: &str, box_id: &str) -> Self {
+        let meta = BatchMeta {
+            site: site.to_owned(),
+            box_id: box_id.to_owned(),
+            source: chunk.source,
+            path: chunk.path.to_string(),
+            range: chunk.range,
+            lines: chunk.lines,
+            kind: chunk.kind,
+        };
+        let mut headers = HeaderMap::new();
+        for (name, value) in meta.headers() {
+            headers.insert(name, value);
+        }
+        Self {
+            msg_id: meta.msg_id(),
+            source: meta.source,
+            range: meta.range,
+            lines: meta.lines,
+            kind: meta.kind,
+            payload: chunk.payload,
+            headers,
+        }
+    }
+
+    pub fn msg_id(&self) -> &str {
+        &self.msg_id
+    }
+}
+
+/// Logs publish failures without flooding: one warn per [`WARN_EVERY`].
+#[derive(Debug, Default)]
+pub struct FailureLog {
+    last_warn: Mutex<Option<Instant>>,
+}
+
+impl FailureLog {
+    fn log(
+        &self,
+        msg: &Outgoing,
+        attempt: u32,
+        err: &async_nats::jetstream::context::PublishError,
+    ) {
+        let kind = err.kind();
+        if kind == PublishErrorKind::MaxPayloadExceeded {
+            error!(msg_id = %msg.msg_id, bytes = msg.payload.len(), error = %err,
+                "message exceeds the server's max_payload; lower --max-message-bytes");
+            return;
+        }
+        let now = Instant::now();
+        let warn_now = {
+            let mut last = self.last_warn.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last.is_none_or(|t| now.duration_since(t) >= WARN_EVERY);
+            if due {
+                *last = Some(now);
+            }
+            due
+        };
+        let hint = match kind {
+            PublishErrorKind::StreamNotFound => {
+                "no stream for the subject yet (the ingest worker creates it); retrying"
+            }
+            PublishErrorKind::TimedOut => "no ack in time (nats down or slow); retrying",
+            _ => "publish failed; retrying",
+        };
+        if warn_now {
+            warn!(msg_id = %msg.msg_id, attempt, error = %err, "{hint}");
+        } else {
+            debug!(msg_id = %msg.msg_id, attempt, error = %err, "{hint}");
+        }
+    }
+}
+
+/// Publishes `msg` until JetStream acknowledges it; never gives up. Returns the message and
+/// whether JetStream saw it as a duplicate.
+pub async fn publish_until_acked(
+    js: Context,
+    subject: Subject,
+    msg: Outgoing,
+    failures: std::sync::Arc<FailureLog>,
+) -> (Outgoing, bool) {
+    let started = Instant::now();
+    let mut backoff = BACKOFF_START;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let publish = PublishMessage::build()
+            .payload(msg.payload.clone())
+            .headers(msg.headers.clone())
+            .message_id(&msg.msg_id);
+        let result = match js.send_publish(subject.clone(), publish).await {
+            Ok(ack) => ack.await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(ack) => {
+                metrics::histogram!(m::PUBLISH_LATENCY_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
+                if attempt > 1 {
+                    debug!(msg_id = %msg.msg_id, attempt, "published after retries");
+                }
+                return (msg, ack.duplicate);
+            }
+            Err(e) => {
+                metrics::counter!(m::PUBLISH_RETRIES_TOTAL).increment(1);
+                failures.log(&msg, attempt, &e);
+                tokio::time::sleep(jitter(backoff)).await;
+                backoff = (backoff * 2).min(BACKOFF_CAP);
+            }
+        }
+    }
+}
+
+/// A random duration in `[d/2, d]`.
+fn jitter(d: Duration) -> Duration {
+    let half = d / 2;
+    half + half.mul_f64(rand::rng().random::<f64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::Fingerprint;
+    use std::sync::Arc;
+
+    #[test]
+    fn outgoing_carries_the_protocol_headers_and_msg_id() {
+        let source = SourceKey::new("b1", Fingerprint { crc: 5, len: 9 });
+        let chunk = Chunk {
+            source: source.clone(),
+            path: Arc::from("/d/a b.jsonl"),
+            range: ByteRange { start: 10, end: 20 },
+            lines: 2,
+            kind: BatchKind::Lines,
+            payload: Bytes::from_static(b"abcd\nefgh\n"),
+        };
+        let out = Outgoing::new(chunk, "BKK", "b1");
+        assert_eq!(out.msg_id(), format!("{source}:10-20"));
+        let get = |k: &str| out.headers.get(k).map(|v| v.as_str());
+        let meta = BatchMeta::from_headers(get).unwrap();
+        assert_eq!(meta.path, "/d/a b.jsonl");
+        assert_eq!(meta.range, ByteRange { start: 10, end: 20 });
+        assert_eq!(meta.site, "BKK");
+        meta.check_payload(&out.payload).unwrap();
+    }
+
+    #[test]
+    fn jitter_stays_within_half_and_full() {
+        for _ in 0..100 {
+            let j = jitter(Duration::from_millis(100));
+            assert!(j >= Duration::from_millis(50) && j <= Duration::from_millis(100));
+        }
+    }
+}
