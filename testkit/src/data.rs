@@ -1,1 +1,0 @@
-//! JSONL generators for end-to-end tests (in progress).
