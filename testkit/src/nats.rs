@@ -31,10 +31,7 @@ impl NatsServer {
     /// Private `nats-server -js` on a free 127.0.0.1 port, store in its own temp dir; returns when
     /// it accepts TCP and JetStream is ready.
     pub async fn start() -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("edge-mes-nats-")
-            .tempdir()
-            .context("create a temp dir for nats-server")?;
+        let dir = process::server_dir("edge-mes-nats-")?;
         let mut last_err = None;
         for _ in 0..PORT_ATTEMPTS {
             let port = process::free_port()?;
@@ -106,6 +103,11 @@ impl NatsServer {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Process id of the running server (e.g. to `SIGSTOP` it and simulate a hang).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// True while the server process runs.

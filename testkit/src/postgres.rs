@@ -62,10 +62,7 @@ impl PgServer {
     pub async fn start() -> anyhow::Result<Self> {
         let pg = PgInstall::get().await?;
         let template = pg.template().await?;
-        let dir = tempfile::Builder::new()
-            .prefix("edge-mes-pg-")
-            .tempdir()
-            .context("create a temp dir for postgres")?;
+        let dir = process::server_dir("edge-mes-pg-")?;
         let data = dir.path().join("data");
         run(Command::new("cp").arg("-a").arg(template).arg(&data))
             .await
@@ -162,6 +159,11 @@ impl PgServer {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Process id of the running postmaster (e.g. to `SIGSTOP` it and simulate a hang).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// True while the postmaster runs.

@@ -190,3 +190,42 @@ fn stat_field(pid: u32, n: usize) -> Option<String> {
     let after_comm = &stat[stat.rfind(')')? + 1..];
     after_comm.split_whitespace().nth(n).map(str::to_owned)
 }
+
+/// File in every server dir naming the process that owns it.
+const OWNER_FILE: &str = "testkit.owner";
+
+/// A fresh temp dir `<tmp>/<prefix>XXXXXX` owned by this process.
+///
+/// Dirs of servers that were never dropped (kept in a `static`) outlive their process; the first
+/// call in each process removes such dirs whose owner process is gone.
+pub(crate) fn server_dir(prefix: &str) -> anyhow::Result<tempfile::TempDir> {
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(|| sweep_stale_dirs(&["edge-mes-nats-", "edge-mes-pg-"]));
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .with_context(|| format!("create a temp dir {prefix}*"))?;
+    std::fs::write(dir.path().join(OWNER_FILE), std::process::id().to_string())?;
+    Ok(dir)
+}
+
+fn sweep_stale_dirs(prefixes: &[&str]) {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !prefixes.iter().any(|p| name.starts_with(p)) {
+            continue;
+        }
+        let owner = std::fs::read_to_string(entry.path().join(OWNER_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        if let Some(pid) = owner {
+            if pid != std::process::id() && !is_alive(pid) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
