@@ -88,7 +88,11 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
 
 /// Creates the daily partitions around today (no-op on TimescaleDB). Returns how many were made.
 #[instrument(skip(pool), err)]
-pub async fn ensure_partitions(pool: &PgPool, days_back: u32, days_ahead: u32) -> Result<i32, DbError> {
+pub async fn ensure_partitions(
+    pool: &PgPool,
+    days_back: u32,
+    days_ahead: u32,
+) -> Result<i32, DbError> {
     let today = Utc::now().date_naive();
     let from = today
         .checked_sub_days(Days::new(days_back.into()))

@@ -66,10 +66,11 @@ pub fn decode_message(meta: BatchMeta, payload: &[u8], limits: &Limits) -> Decod
                 reason: RejectReason::LineTooLong,
                 detail: format!(
                     "line is {} bytes, longer than the shipper's limit",
-                    meta.range.len()
+                    meta.range.len().saturating_sub(1)
                 ),
                 line: lossy_prefix(payload),
-                line_bytes: meta.range.len(),
+                // The range includes the newline; lengths elsewhere do not.
+                line_bytes: meta.range.len().saturating_sub(1),
             }),
         }),
         BatchKind::Lines => {
@@ -144,7 +145,9 @@ mod tests {
         );
         assert_eq!(m.lines.len(), 4);
         assert_eq!(m.row_count(), 1);
-        assert!(matches!(m.lines[0].outcome, LineOutcome::Row(ref r) if r.start == 0 && r.end == m.rows.len()));
+        assert!(
+            matches!(m.lines[0].outcome, LineOutcome::Row(ref r) if r.start == 0 && r.end == m.rows.len())
+        );
         assert_eq!(m.lines[0].range.start, 1000);
         assert_eq!(m.lines[1].outcome, LineOutcome::Blank);
         let LineOutcome::Reject(ref r) = m.lines[2].outcome else {
@@ -173,7 +176,7 @@ mod tests {
             panic!("expected a rejection")
         };
         assert_eq!(r.reason, RejectReason::LineTooLong);
-        assert_eq!(r.line_bytes, 10_000_001);
+        assert_eq!(r.line_bytes, 10_000_000);
         assert_eq!(r.line.len(), 4096);
     }
 

@@ -52,20 +52,25 @@ pub async fn connect(config: &Config) -> Result<async_nats::Client, SetupError> 
         .retry_on_initial_connect()
         .max_reconnects(None);
     if let Some(path) = &config.nats_creds {
-        options = options
-            .credentials_file(path)
-            .await
-            .map_err(|source| SetupError::Credentials {
-                path: path.display().to_string(),
-                source,
-            })?;
+        options =
+            options
+                .credentials_file(path)
+                .await
+                .map_err(|source| SetupError::Credentials {
+                    path: path.display().to_string(),
+                    source,
+                })?;
     }
     Ok(options.connect(config.nats_url.as_str()).await?)
 }
 
 /// Creates or updates `READINGS` and `READINGS_DLQ` and the durable `ingest` consumer.
 #[instrument(skip_all, err)]
-pub async fn ensure(js: &Context, names: &Names, config: &Config) -> Result<PullConsumer, SetupError> {
+pub async fn ensure(
+    js: &Context,
+    names: &Names,
+    config: &Config,
+) -> Result<PullConsumer, SetupError> {
     let readings = stream::Config {
         name: names.readings_stream.clone(),
         subjects: vec![names.readings_filter()],

@@ -50,10 +50,7 @@ pub fn probe_ranges(messages: &[DecodedMessage]) -> Vec<(String, ByteRange)> {
             })
             .or_insert(m.meta.range);
     }
-    let mut out: Vec<_> = spans
-        .into_iter()
-        .map(|(s, r)| (s.to_owned(), r))
-        .collect();
+    let mut out: Vec<_> = spans.into_iter().map(|(s, r)| (s.to_owned(), r)).collect();
     out.sort();
     out
 }
@@ -153,7 +150,13 @@ mod tests {
         let meta = BatchMeta {
             site: "S".into(),
             box_id: "b".into(),
-            source: SourceKey::new("b", Fingerprint { crc: source, len: 1 }),
+            source: SourceKey::new(
+                "b",
+                Fingerprint {
+                    crc: source,
+                    len: 1,
+                },
+            ),
             path: "/p".into(),
             range: ByteRange::new(start_line * len, (start_line + n) * len).unwrap(),
             lines: count_lines(payload.as_bytes()),
@@ -168,9 +171,15 @@ mod tests {
     }
 
     fn key(source: u64) -> String {
-        SourceKey::new("b", Fingerprint { crc: source, len: 1 })
-            .as_str()
-            .to_owned()
+        SourceKey::new(
+            "b",
+            Fingerprint {
+                crc: source,
+                len: 1,
+            },
+        )
+        .as_str()
+        .to_owned()
     }
 
     #[test]

@@ -59,8 +59,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
         return Ok(());
     };
     db::migrate(&pool).await?;
-    if let Err(e) =
-        db::ensure_partitions(&pool, config.partition_days_back, config.partition_days_ahead).await
+    if let Err(e) = db::ensure_partitions(
+        &pool,
+        config.partition_days_back,
+        config.partition_days_ahead,
+    )
+    .await
     {
         warn!(error = %e, "initial partition upkeep failed, rows go to readings_default meanwhile");
     }

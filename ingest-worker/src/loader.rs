@@ -217,7 +217,10 @@ async fn copy_rows(
             // Extend a run of rows that are contiguous in the same message's buffer.
             let mut span = rows[i].span.clone();
             let mut j = i + 1;
-            while j < rows.len() && rows[j].message == rows[i].message && rows[j].span.start == span.end {
+            while j < rows.len()
+                && rows[j].message == rows[i].message
+                && rows[j].span.start == span.end
+            {
                 span.end = rows[j].span.end;
                 j += 1;
             }
@@ -292,7 +295,10 @@ async fn copy_rows_carefully(
                         RejectRecord {
                             reason: RejectReason::DatabaseRejected,
                             detail: database_message(&e),
-                            line: format!("(row at byte {} refused by the database)", line.range.start),
+                            line: format!(
+                                "(row at byte {} refused by the database)",
+                                line.range.start
+                            ),
                             line_bytes: line.range.len(),
                         },
                         line.range,
@@ -311,11 +317,9 @@ async fn copy_rows_carefully(
 
 fn database_message(e: &sqlx::Error) -> String {
     match e {
-        sqlx::Error::Database(db) => format!(
-            "{} ({})",
-            db.message(),
-            db.code().as_deref().unwrap_or("?")
-        ),
+        sqlx::Error::Database(db) => {
+            format!("{} ({})", db.message(), db.code().as_deref().unwrap_or("?"))
+        }
         other => other.to_string(),
     }
 }
@@ -335,27 +339,17 @@ async fn insert_ledger(conn: &mut PgConnection, entries: &[LedgerEntry]) -> Resu
     if entries.is_empty() {
         return Ok(());
     }
-    let mut cols: (
-        Vec<&str>,
-        Vec<i64>,
-        Vec<i64>,
-        Vec<String>,
-        Vec<String>,
-        Vec<String>,
-        Vec<i64>,
-        Vec<i64>,
-        Vec<i64>,
-    ) = Default::default();
+    let mut cols = LedgerColumns::default();
     for e in entries {
-        cols.0.push(&e.source);
-        cols.1.push(to_i64(e.range.start));
-        cols.2.push(to_i64(e.range.end));
-        cols.3.push(sanitize_text(&e.site));
-        cols.4.push(sanitize_text(&e.box_id));
-        cols.5.push(sanitize_text(&e.path));
-        cols.6.push(e.lines);
-        cols.7.push(e.rows);
-        cols.8.push(e.rejected);
+        cols.source.push(&e.source);
+        cols.start.push(to_i64(e.range.start));
+        cols.end.push(to_i64(e.range.end));
+        cols.site.push(sanitize_text(&e.site));
+        cols.box_id.push(sanitize_text(&e.box_id));
+        cols.path.push(sanitize_text(&e.path));
+        cols.lines.push(e.lines);
+        cols.rows.push(e.rows);
+        cols.rejected.push(e.rejected);
     }
     sqlx::query(
         "INSERT INTO ingest_ledger (source, byte_range, site, box_id, path, lines, rows_loaded, rejected)
@@ -363,19 +357,47 @@ async fn insert_ledger(conn: &mut PgConnection, entries: &[LedgerEntry]) -> Resu
          FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::text[],
                      $7::int8[], $8::int8[], $9::int8[]) AS u(s, lo, hi, site, box_id, path, l, r, j)",
     )
-    .bind(&cols.0)
-    .bind(&cols.1)
-    .bind(&cols.2)
-    .bind(&cols.3)
-    .bind(&cols.4)
-    .bind(&cols.5)
-    .bind(&cols.6)
-    .bind(&cols.7)
-    .bind(&cols.8)
+    .bind(&cols.source)
+    .bind(&cols.start)
+    .bind(&cols.end)
+    .bind(&cols.site)
+    .bind(&cols.box_id)
+    .bind(&cols.path)
+    .bind(&cols.lines)
+    .bind(&cols.rows)
+    .bind(&cols.rejected)
     .execute(&mut *conn)
     .await
     .map_err(classify)?;
     Ok(())
+}
+
+/// `ingest_ledger` rows as column arrays, for one `INSERT … SELECT FROM unnest(…)`.
+#[derive(Default)]
+struct LedgerColumns<'a> {
+    source: Vec<&'a str>,
+    start: Vec<i64>,
+    end: Vec<i64>,
+    site: Vec<String>,
+    box_id: Vec<String>,
+    path: Vec<String>,
+    lines: Vec<i64>,
+    rows: Vec<i64>,
+    rejected: Vec<i64>,
+}
+
+/// `rejected_readings` rows as column arrays.
+#[derive(Default)]
+struct RejectColumns<'a> {
+    site: Vec<String>,
+    box_id: Vec<String>,
+    source: Vec<&'a str>,
+    path: Vec<String>,
+    offset: Vec<i64>,
+    line_bytes: Vec<i64>,
+    reason: Vec<&'static str>,
+    detail: Vec<&'a str>,
+    line: Vec<&'a str>,
 }
 
 async fn insert_rejects(
@@ -388,17 +410,7 @@ async fn insert_rejects(
     }
     // Header-derived text is the same for all lines of a message: sanitise once per message.
     let mut header_text: HashMap<usize, (String, String, String)> = HashMap::new();
-    let mut cols: (
-        Vec<String>,
-        Vec<String>,
-        Vec<&str>,
-        Vec<String>,
-        Vec<i64>,
-        Vec<i64>,
-        Vec<&str>,
-        Vec<&str>,
-        Vec<&str>,
-    ) = Default::default();
+    let mut cols = RejectColumns::default();
     for (mi, r, range) in rejects {
         let m = &messages[*mi];
         let (site, box_id, path) = header_text
@@ -411,30 +423,31 @@ async fn insert_rejects(
                 )
             })
             .clone();
-        cols.0.push(site);
-        cols.1.push(box_id);
-        cols.2.push(m.meta.source.as_str());
-        cols.3.push(path);
-        cols.4.push(to_i64(range.start));
-        cols.5.push(i64::try_from(r.line_bytes).unwrap_or(i64::MAX));
-        cols.6.push(r.reason.as_str());
-        cols.7.push(&r.detail);
-        cols.8.push(&r.line);
+        cols.site.push(site);
+        cols.box_id.push(box_id);
+        cols.source.push(m.meta.source.as_str());
+        cols.path.push(path);
+        cols.offset.push(to_i64(range.start));
+        cols.line_bytes
+            .push(i64::try_from(r.line_bytes).unwrap_or(i64::MAX));
+        cols.reason.push(r.reason.as_str());
+        cols.detail.push(&r.detail);
+        cols.line.push(&r.line);
     }
     sqlx::query(
         "INSERT INTO rejected_readings (site, box_id, source, path, byte_offset, line_bytes, reason, detail, line)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[],
                               $7::text[], $8::text[], $9::text[])",
     )
-    .bind(&cols.0)
-    .bind(&cols.1)
-    .bind(&cols.2)
-    .bind(&cols.3)
-    .bind(&cols.4)
-    .bind(&cols.5)
-    .bind(&cols.6)
-    .bind(&cols.7)
-    .bind(&cols.8)
+    .bind(&cols.site)
+    .bind(&cols.box_id)
+    .bind(&cols.source)
+    .bind(&cols.path)
+    .bind(&cols.offset)
+    .bind(&cols.line_bytes)
+    .bind(&cols.reason)
+    .bind(&cols.detail)
+    .bind(&cols.line)
     .execute(&mut *conn)
     .await
     .map_err(classify)?;

@@ -27,7 +27,10 @@ pub fn install(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::Buil
         .install()?;
     describe_counter!(ROWS, "readings rows committed");
     describe_counter!(REJECTED, "lines rejected, by reason");
-    describe_counter!(SKIPPED_LINES, "lines skipped because the ledger already had them");
+    describe_counter!(
+        SKIPPED_LINES,
+        "lines skipped because the ledger already had them"
+    );
     describe_counter!(MESSAGES, "messages acknowledged, by outcome");
     describe_counter!(BATCHES, "batches committed");
     describe_histogram!(BATCH_SECONDS, "time from batch assembled to commit");

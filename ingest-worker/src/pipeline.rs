@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind, Context, Message};
-use async_nats::HeaderMap;
 use futures::StreamExt;
 use protocol::framing::{HDR_BOX, HDR_DLQ_REASON, HDR_SITE};
 use protocol::{BatchMeta, FramingError, Limits, Names};
@@ -241,8 +240,18 @@ async fn loader_task(
             warn!(subject = %m.subject, error = %reason, "message cannot be framed, dead-lettering");
             dead_letter(&js, &pool, &names, m, &format!("framing: {reason}")).await;
         }
-        let (messages, decoded): (Vec<Message>, Vec<DecodedMessage>) = batch.good.into_iter().unzip();
-        load_and_ack(&pool, &js, &names, &messages, &decoded, &mut failures, &shutdown).await;
+        let (messages, decoded): (Vec<Message>, Vec<DecodedMessage>) =
+            batch.good.into_iter().unzip();
+        load_and_ack(
+            &pool,
+            &js,
+            &names,
+            &messages,
+            &decoded,
+            &mut failures,
+            &shutdown,
+        )
+        .await;
         metrics::batch(batch.assembled.elapsed());
         in_flight.fetch_sub(1, Ordering::SeqCst);
     }
@@ -337,11 +346,18 @@ async fn dead_letter(js: &Context, pool: &PgPool, names: &Names, m: &Message, re
         .take(1000)
         .collect();
     let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
-    let mut headers = m.headers.clone().unwrap_or_else(HeaderMap::new);
+    let mut headers = m.headers.clone().unwrap_or_default();
     headers.insert(HDR_DLQ_REASON, reason_header.as_str());
-    headers.insert("Nats-Msg-Id", format!("dlq:{}:{seq}", names.readings_stream).as_str());
+    headers.insert(
+        "Nats-Msg-Id",
+        format!("dlq:{}:{seq}", names.readings_stream).as_str(),
+    );
     let published = match js
-        .publish_with_headers(names.dlq_subject(&site, &box_id), headers, m.payload.clone())
+        .publish_with_headers(
+            names.dlq_subject(&site, &box_id),
+            headers,
+            m.payload.clone(),
+        )
         .await
     {
         Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),

@@ -26,7 +26,11 @@ fn content(source: u64, lines: usize) -> Vec<u8> {
 #[tokio::test]
 async fn postgres_outage_delays_ingest_but_loses_nothing() {
     let pg = PgServer::start().await.unwrap();
-    let mut env = Env::with(PgHandle::Private(pg), testkit::nats_for_test().await.unwrap()).await;
+    let mut env = Env::with(
+        PgHandle::Private(pg),
+        testkit::nats_for_test().await.unwrap(),
+    )
+    .await;
     env.setup_streams().await;
     let js = env.js().await;
     let mut config = env.config();
@@ -40,24 +44,31 @@ async fn postgres_outage_delays_ingest_but_loses_nothing() {
     })
     .await;
 
-    let PgHandle::Private(server) = &mut env.pg else { unreachable!() };
+    let PgHandle::Private(server) = &mut env.pg else {
+        unreachable!()
+    };
     server.stop().await.unwrap();
     publish(&js, &env.names, &frame("b", &content(2, 3000), 8192, 65536)).await;
     // The worker naks and backs off meanwhile; give it time to fail a few times.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(!worker.is_finished(), "worker must wait out the outage");
-    let PgHandle::Private(server) = &mut env.pg else { unreachable!() };
+    let PgHandle::Private(server) = &mut env.pg else {
+        unreachable!()
+    };
     server.restart().await.unwrap();
 
-    wait_for(Duration::from_secs(90), "second file loaded after restart", || async {
-        env.readings().await == 5000
-    })
+    wait_for(
+        Duration::from_secs(90),
+        "second file loaded after restart",
+        || async { env.readings().await == 5000 },
+    )
     .await;
     shutdown.cancel();
     worker.await.unwrap().unwrap();
     assert_eq!(env.readings().await, 5000);
     assert_eq!(
-        env.scalar("SELECT count(DISTINCT (resource_id, value)) FROM readings").await,
+        env.scalar("SELECT count(DISTINCT (resource_id, value)) FROM readings")
+            .await,
         5000
     );
 }
@@ -65,7 +76,11 @@ async fn postgres_outage_delays_ingest_but_loses_nothing() {
 #[tokio::test]
 async fn nats_restart_mid_ingest_loses_nothing() {
     let nats = NatsServer::start().await.unwrap();
-    let mut env = Env::with(testkit::pg_for_test().await.unwrap(), NatsHandle::Private(nats)).await;
+    let mut env = Env::with(
+        testkit::pg_for_test().await.unwrap(),
+        NatsHandle::Private(nats),
+    )
+    .await;
     env.setup_streams().await;
     let mut config = env.config();
     config.until_idle = None;
@@ -74,7 +89,9 @@ async fn nats_restart_mid_ingest_loses_nothing() {
 
     let js = env.js().await;
     publish(&js, &env.names, &frame("a", &content(1, 3000), 8192, 65536)).await;
-    let NatsHandle::Private(server) = &mut env.nats else { unreachable!() };
+    let NatsHandle::Private(server) = &mut env.nats else {
+        unreachable!()
+    };
     server.restart().await.unwrap();
     let js = env.js().await;
     publish(&js, &env.names, &frame("b", &content(2, 3000), 8192, 65536)).await;
@@ -86,7 +103,8 @@ async fn nats_restart_mid_ingest_loses_nothing() {
     shutdown.cancel();
     worker.await.unwrap().unwrap();
     assert_eq!(
-        env.scalar("SELECT count(DISTINCT (resource_id, value)) FROM readings").await,
+        env.scalar("SELECT count(DISTINCT (resource_id, value)) FROM readings")
+            .await,
         6000
     );
 }
@@ -99,7 +117,12 @@ async fn worker_killed_mid_batch_then_restarted_loads_everything_once() {
     let files = 6;
     let per_file = 20_000;
     for f in 0..files {
-        publish(&js, &env.names, &frame(&format!("box{f}"), &content(f, per_file), 64 * 1024, 65536)).await;
+        publish(
+            &js,
+            &env.names,
+            &frame(&format!("box{f}"), &content(f, per_file), 64 * 1024, 65536),
+        )
+        .await;
     }
     let bin = testkit::bins::bin_path("ingest-worker").unwrap();
     let spawn = |extra: &[&str]| {
@@ -125,13 +148,17 @@ async fn worker_killed_mid_batch_then_restarted_loads_everything_once() {
         child.start_kill().unwrap();
         child.wait().await.unwrap();
         let now = env.readings().await;
-        assert!(now < (files * per_file as u64) as i64 || round > 0, "killed before the end");
+        assert!(
+            now < (files * per_file as u64) as i64 || round > 0,
+            "killed before the end"
+        );
     }
     let status = spawn(&["--until-idle", "2"]).wait().await.unwrap();
     assert!(status.success());
     assert_eq!(env.readings().await, (files * per_file as u64) as i64);
     assert_eq!(
-        env.scalar("SELECT count(DISTINCT (resource_id, value)) FROM readings").await,
+        env.scalar("SELECT count(DISTINCT (resource_id, value)) FROM readings")
+            .await,
         (files * per_file as u64) as i64
     );
 }

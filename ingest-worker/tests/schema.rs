@@ -24,7 +24,9 @@ async fn migrations_apply_once_when_workers_start_together() {
     for t in tasks {
         t.await.unwrap();
     }
-    let applied = env.scalar("SELECT count(*) FROM _sqlx_migrations WHERE success").await;
+    let applied = env
+        .scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .await;
     assert_eq!(applied as usize, ingest_worker::db::MIGRATOR.iter().count());
 }
 
@@ -33,16 +35,26 @@ async fn worker_creates_its_database_when_missing() {
     let env = Env::new().await;
     let url = env.pg.url(&testkit::unique_name("fresh"));
     let pool = ingest_worker::db::connect(&url, 1).await.unwrap();
-    let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&pool).await.unwrap();
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(one, 1);
 }
 
 #[tokio::test]
 async fn daily_partitions_are_created_ahead_and_dropped_by_retention() {
     let (_env, pool) = migrated().await;
-    let created = ingest_worker::db::ensure_partitions(&pool, 2, 3).await.unwrap();
+    let created = ingest_worker::db::ensure_partitions(&pool, 2, 3)
+        .await
+        .unwrap();
     assert_eq!(created, 6);
-    assert_eq!(ingest_worker::db::ensure_partitions(&pool, 2, 3).await.unwrap(), 0);
+    assert_eq!(
+        ingest_worker::db::ensure_partitions(&pool, 2, 3)
+            .await
+            .unwrap(),
+        0
+    );
     let today = Utc::now().date_naive();
     let name = format!("readings_p{}", today.format("%Y%m%d"));
     sqlx::query(
@@ -67,7 +79,10 @@ async fn daily_partitions_are_created_ahead_and_dropped_by_retention() {
     assert_eq!(left, 1 + 4 + 1, "default + today + 3 ahead + yesterday");
     let old = format!(
         "readings_p{}",
-        today.checked_sub_days(Days::new(2)).unwrap().format("%Y%m%d")
+        today
+            .checked_sub_days(Days::new(2))
+            .unwrap()
+            .format("%Y%m%d")
     );
     let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
         .bind(&old)
@@ -86,9 +101,17 @@ async fn a_day_already_in_the_default_partition_is_left_there() {
     .execute(&pool)
     .await
     .unwrap();
-    let created = ingest_worker::db::ensure_partitions(&pool, 0, 1).await.unwrap();
-    assert_eq!(created, 1, "only tomorrow: today's rows already sit in the default partition");
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM readings").fetch_one(&pool).await.unwrap();
+    let created = ingest_worker::db::ensure_partitions(&pool, 0, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        created, 1,
+        "only tomorrow: today's rows already sit in the default partition"
+    );
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM readings")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(n, 1);
 }
 
@@ -110,7 +133,10 @@ async fn ledger_refuses_overlaps_and_compaction_merges_neighbours() {
     let err = insert(15, 25).await.unwrap_err();
     let code = err.as_database_error().and_then(|e| e.code()).unwrap();
     assert_eq!(code, "23P01");
-    assert_eq!(ingest_worker::db::compact_ledger(&pool, 10).await.unwrap(), 1);
+    assert_eq!(
+        ingest_worker::db::compact_ledger(&pool, 10).await.unwrap(),
+        1
+    );
     let ranges: Vec<(i64, i64, i64)> = sqlx::query_as(
         "SELECT lower(byte_range), upper(byte_range), lines FROM ingest_ledger ORDER BY 1",
     )

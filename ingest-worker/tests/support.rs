@@ -50,13 +50,17 @@ impl Env {
     }
 
     pub async fn js(&self) -> Context {
-        let client = async_nats::connect(self.nats.url()).await.expect("connect nats");
+        let client = async_nats::connect(self.nats.url())
+            .await
+            .expect("connect nats");
         jetstream::new(client)
     }
 
     /// Creates the schema, the streams and the consumer as the worker does at start.
     pub async fn setup_streams(&self) {
-        let pool = ingest_worker::db::connect(&self.db_url, 1).await.expect("connect db");
+        let pool = ingest_worker::db::connect(&self.db_url, 1)
+            .await
+            .expect("connect db");
         ingest_worker::db::migrate(&pool).await.expect("migrate");
         pool.close().await;
         let js = self.js().await;
@@ -126,7 +130,10 @@ pub fn frame(
         if nl > max_line {
             if msg_start < pos {
                 let p = &content[msg_start..pos];
-                out.push((meta(msg_start, pos, count_lines(p), BatchKind::Lines), p.to_vec()));
+                out.push((
+                    meta(msg_start, pos, count_lines(p), BatchKind::Lines),
+                    p.to_vec(),
+                ));
             }
             out.push((
                 meta(pos, line_end, 1, BatchKind::Oversize),
@@ -135,14 +142,20 @@ pub fn frame(
             msg_start = line_end;
         } else if line_end - msg_start > max_bytes && msg_start < pos {
             let p = &content[msg_start..pos];
-            out.push((meta(msg_start, pos, count_lines(p), BatchKind::Lines), p.to_vec()));
+            out.push((
+                meta(msg_start, pos, count_lines(p), BatchKind::Lines),
+                p.to_vec(),
+            ));
             msg_start = pos;
         }
         pos = line_end;
     }
     if msg_start < pos {
         let p = &content[msg_start..pos];
-        out.push((meta(msg_start, pos, count_lines(p), BatchKind::Lines), p.to_vec()));
+        out.push((
+            meta(msg_start, pos, count_lines(p), BatchKind::Lines),
+            p.to_vec(),
+        ));
     }
     out
 }
