@@ -31,7 +31,7 @@ impl NatsServer {
     /// Private `nats-server -js` on a free 127.0.0.1 port, store in its own temp dir; returns when
     /// it accepts TCP and JetStream is ready.
     pub async fn start() -> anyhow::Result<Self> {
-        let dir = process::server_dir("edge-mes-nats-")?;
+        let dir = process::server_dir("edge-mes-nats-", &std::env::temp_dir())?;
         let mut last_err = None;
         for _ in 0..PORT_ATTEMPTS {
             let port = process::free_port()?;
