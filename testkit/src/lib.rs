@@ -11,8 +11,24 @@
 //! [`nats_for_test`] and [`pg_for_test`]; tests give every database and stream a
 //! [`unique_name`], so they run in parallel without touching each other.
 //!
-//! Servers never outlive the test process: `Drop` stops them, and a parent-death signal takes
-//! them down even when the process exits without dropping them (a server kept in a `static`).
+//! # Lifecycle
+//! Servers never outlive the test process: `Drop` stops them (also when a test panics), and a
+//! parent-death signal takes them down when the process exits without dropping them (a server
+//! kept in a `static`); the dirs of such servers are removed by the next test process that starts
+//! a server. `restart` works after `stop` and `kill` and keeps the port, so clients reconnect to
+//! the same URL.
+//!
+//! # Timings (2 loaded cores)
+//! `NatsServer::start` ≈ 30 ms, `restart` ≈ 40 ms. `PgServer::start` ≈ 0.3-0.5 s (the first
+//! ever on a machine adds ≈ 1-4 s of `initdb`, cached across processes), `kill` + `restart`
+//! ≈ 0.2 s, `create_database` ≈ 0.1-0.2 s. Prefer one `PgServer` per test binary with a database
+//! per test over a server per test.
+//!
+//! # Durability
+//! JetStream writes an acked message to its store file before the ack, so it survives
+//! `NatsServer::kill`. PostgreSQL runs with `fsync = off` but `synchronous_commit = on`: a commit
+//! that returned survives `PgServer::kill` + `restart` (crash recovery), not an OS crash, which
+//! tests never see.
 
 pub mod bins;
 pub mod data;

@@ -124,12 +124,15 @@ impl PgServer {
         Ok(())
     }
 
-    /// Crash: SIGKILL the postmaster and its backends at once, like a power cut of the server.
-    /// [`restart`](Self::restart) then runs crash recovery.
+    /// Crash: SIGKILL the postmaster and all its backends at once, as if the server process tree
+    /// died (what the OS already had of its writes stays). [`restart`](Self::restart) then runs
+    /// crash recovery; every commit that returned survives.
     pub async fn kill(&mut self) -> anyhow::Result<()> {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
+        // Freeze the postmaster so that it forks no backend between the listing and the kill.
+        process::signal(child.id(), libc::SIGSTOP)?;
         let backends = process::children_of(child.id());
         process::terminate(&mut child, libc::SIGKILL, STOP_GRACE).await?;
         for pid in &backends {

@@ -123,6 +123,8 @@ pub(crate) async fn terminate(
         return Ok(());
     }
     signal(child.id(), sig)?;
+    // A process a test froze with SIGSTOP handles nothing but SIGKILL until it continues.
+    signal(child.id(), libc::SIGCONT)?;
     if wait_exit(child, grace).await?.is_some() {
         return Ok(());
     }
@@ -139,6 +141,7 @@ pub(crate) fn terminate_blocking(child: &mut Child, sig: libc::c_int, grace: Dur
         return;
     }
     let _ = signal(child.id(), sig);
+    let _ = signal(child.id(), libc::SIGCONT);
     if wait_exit_blocking(child, grace).is_none() {
         let _ = child.kill();
         let _ = wait_exit_blocking(child, Duration::from_secs(10));

@@ -75,3 +75,20 @@ async fn restart_of_a_running_server_keeps_the_port() -> anyhow::Result<()> {
     async_nats::connect(&url).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn frozen_server_can_still_be_stopped_and_restarted() -> anyhow::Result<()> {
+    let mut nats = NatsServer::start().await?;
+    let pid = nats.pid().ok_or_else(|| anyhow::anyhow!("no pid"))?;
+    let frozen = std::process::Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()?;
+    assert!(frozen.success());
+    let started = std::time::Instant::now();
+    nats.stop().await?;
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(!nats.is_running());
+    nats.restart().await?;
+    async_nats::connect(nats.url()).await?;
+    Ok(())
+}
