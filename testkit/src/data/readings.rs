@@ -171,15 +171,27 @@ impl ReadingGen {
         self.start + LINE_STEP * u32::try_from(self.index).unwrap_or(u32::MAX)
     }
 
+    /// `(resource index, sensor index)` of line `i`.
+    fn slot(&self, i: u64) -> (usize, usize) {
+        let per_round = (self.resources.len() * self.sensors) as u64;
+        let slot = (i % per_round) as usize;
+        (slot / self.sensors, slot % self.sensors)
+    }
+
+    /// `(resource_id, sensor)` of the line [`next_line`](Self::next_line) returns next.
+    pub fn next_series(&self) -> (String, String) {
+        let (r, s) = self.slot(self.index);
+        (self.resources[r].clone(), sensor_name(s))
+    }
+
     pub fn next_line(&mut self) -> String {
         let i = self.index;
         let ts = self.next_ts();
         self.index += 1;
-        let per_round = (self.resources.len() * self.sensors) as u64;
-        let slot = (i % per_round) as usize;
-        let resource = &self.resources[slot / self.sensors];
-        let s = sensor(slot % self.sensors);
-        let name = sensor_name(slot % self.sensors);
+        let (r, si) = self.slot(i);
+        let resource = &self.resources[r];
+        let s = sensor(si);
+        let name = sensor_name(si);
         let value = sensor_value(&mut self.rng, &s);
         let work_order = format!("WO{}", 1000 + i / 2000);
         let operation = format!("OP{}", 10 * (1 + (i / 500) % 4));
@@ -261,7 +273,20 @@ mod tests {
     fn generated_readings_are_valid_realistic_and_in_time_order() {
         let start = GenSpec::default().start_ts;
         let mut gen = ReadingGen::new(7, start, 2, 4).with_box("box01");
-        let lines = gen.lines(4_000);
+        let lines: Vec<String> = (0..4_000)
+            .map(|_| {
+                let (resource_id, sensor) = gen.next_series();
+                let line = gen.next_line();
+                assert_eq!(
+                    classify(line.as_bytes()),
+                    LineOutcome::Valid {
+                        resource_id,
+                        sensor
+                    }
+                );
+                line
+            })
+            .collect();
         let mut last_ts = i64::MIN;
         let (mut with_wo, mut with_op) = (0, 0);
         let mut series = BTreeSet::new();
