@@ -1,0 +1,9 @@
+//! The whole pipeline, binaries and servers real: files → edge-shipper → JetStream →
+//! ingest-worker → PostgreSQL. Every test asserts exact counts: nothing lost, nothing doubled.
+
+#![allow(clippy::unwrap_used)]
+
+mod faults;
+mod inputs;
+mod pipeline;
+mod support;

@@ -1,0 +1,204 @@
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use protocol::RejectReason;
+use sqlx::PgPool;
+use testkit::data::Expected;
+use testkit::{NatsHandle, PgHandle};
+use tokio::process::{Child, Command};
+
+pub const SITE: &str = "BKK";
+
+/// One test's pipeline: servers, a database, isolated NATS names, and a scratch directory.
+pub struct Stack {
+    pub pg: PgHandle,
+    pub nats: NatsHandle,
+    pub db_url: String,
+    pub tag: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Stack {
+    pub async fn new() -> Self {
+        Self::with(
+            testkit::pg_for_test().await.unwrap(),
+            testkit::nats_for_test().await.unwrap(),
+        )
+        .await
+    }
+
+    pub async fn with(pg: PgHandle, nats: NatsHandle) -> Self {
+        let tag = testkit::unique_name("e2e");
+        let db_url = pg.create_database(&tag).await.unwrap();
+        Self {
+            pg,
+            nats,
+            db_url,
+            tag,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn command(&self, bin: &str) -> Command {
+        let mut c = Command::new(testkit::bins::bin_path(bin).unwrap());
+        c.env("NATS_URL", self.nats.url())
+            .env("DATABASE_URL", &self.db_url)
+            .env("EDGE_NAMESPACE", &self.tag)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        c
+    }
+
+    /// edge-shipper for `box_id` watching `<dir>/<box_id>/*.jsonl`, state in `<dir>/state/<box_id>`.
+    pub fn shipper(&self, box_id: &str, extra: &[&str]) -> Command {
+        let dir = self.box_dir(box_id);
+        let watch = format!("{}/*.jsonl", dir.display());
+        let mut c = self.command("edge-shipper");
+        c.arg("--watch")
+            .arg(watch)
+            .arg("--state-dir")
+            .arg(self.state_dir(box_id))
+            .args(["--site", SITE, "--box-id", box_id])
+            .args(["--rescan-interval-ms", "200", "--linger-ms", "20"])
+            .args(extra);
+        c
+    }
+
+    /// `<dir>/<box_id>`, created if missing: where that box's JSONL files go.
+    pub fn box_dir(&self, box_id: &str) -> PathBuf {
+        let d = self.dir.path().join(box_id);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    pub fn state_dir(&self, box_id: &str) -> PathBuf {
+        self.dir.path().join("state").join(box_id)
+    }
+
+    pub fn worker(&self, extra: &[&str]) -> Command {
+        let mut c = self.command("ingest-worker");
+        c.args(["--ack-wait-secs", "5", "--batch-linger-ms", "5"])
+            .args(extra);
+        c
+    }
+
+    /// Runs the worker once so the schema, streams and consumer exist.
+    pub async fn prepare(&self) {
+        self.worker_until_idle(1).await;
+    }
+
+    pub async fn worker_until_idle(&self, idle_secs: u32) {
+        let status = tokio::time::timeout(
+            Duration::from_secs(180),
+            self.worker(&["--until-idle", &idle_secs.to_string()])
+                .status(),
+        )
+        .await
+        .expect("worker did not go idle within 180 s")
+        .unwrap();
+        assert!(status.success(), "worker exited with {status}");
+    }
+
+    pub async fn ship_until_caught_up(&self, box_id: &str) {
+        self.ship_until_caught_up_with(box_id, &[]).await;
+    }
+
+    pub async fn ship_until_caught_up_with(&self, box_id: &str, extra: &[&str]) {
+        let mut args = vec!["--until-caught-up"];
+        args.extend_from_slice(extra);
+        let status = tokio::time::timeout(
+            Duration::from_secs(180),
+            self.shipper(box_id, &args).status(),
+        )
+        .await
+        .expect("shipper did not catch up within 180 s")
+        .unwrap();
+        assert!(status.success(), "shipper exited with {status}");
+    }
+
+    pub async fn pool(&self) -> PgPool {
+        PgPool::connect(&self.db_url).await.unwrap()
+    }
+
+    pub async fn readings(&self) -> u64 {
+        let pool = self.pool().await;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM readings")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(-1);
+        pool.close().await;
+        u64::try_from(n).unwrap_or(0)
+    }
+
+    /// What landed, in the shape of [`Expected`] (blank lines leave no trace, so `blank` is 0).
+    pub async fn landed(&self) -> Expected {
+        let pool = self.pool().await;
+        let series: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT resource_id, sensor, count(*) FROM readings GROUP BY 1, 2")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let reasons: Vec<(String, i64)> =
+            sqlx::query_as("SELECT reason, count(*) FROM rejected_readings GROUP BY 1")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        pool.close().await;
+        let per_series: BTreeMap<(String, String), u64> = series
+            .into_iter()
+            .map(|(r, s, n)| ((r, s), n as u64))
+            .collect();
+        Expected {
+            valid: per_series.values().sum(),
+            per_series,
+            rejected: reasons
+                .into_iter()
+                .map(|(r, n)| (RejectReason::parse(&r).unwrap(), n as u64))
+                .collect(),
+            blank: 0,
+        }
+    }
+}
+
+/// `expected` without its blank count, to compare with [`Stack::landed`].
+pub fn without_blanks(expected: &Expected) -> Expected {
+    Expected {
+        blank: 0,
+        ..expected.clone()
+    }
+}
+
+pub fn sigterm(child: &Child) {
+    if let Some(pid) = child.id() {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+/// Polls `check` until it holds or `timeout` passes; returns whether it held.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
+}
+
+pub fn copy_into(src: &Path, dst: &Path) {
+    std::fs::copy(src, dst).unwrap();
+}
