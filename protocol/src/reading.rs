@@ -466,9 +466,17 @@ fn classify_json_error(text: &str, e: serde_json::Error) -> Rejection {
         // the bare token starts. Name that, it is a common fault of edge apps.
         let at = byte_offset(text, e.line(), e.column());
         let around = text.get(at.saturating_sub(1)..).unwrap_or("");
-        if ["NaN", "Infinity", "-Infinity", "+Infinity", "inf", "-inf", "nan"]
-            .iter()
-            .any(|t| around.trim_start_matches([':', ' ']).starts_with(t))
+        if [
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "+Infinity",
+            "inf",
+            "-inf",
+            "nan",
+        ]
+        .iter()
+        .any(|t| around.trim_start_matches([':', ' ']).starts_with(t))
         {
             return Rejection::new(
                 RejectReason::NonFiniteValue,
@@ -497,7 +505,8 @@ fn byte_offset(text: &str, line: usize, column: usize) -> usize {
 
 impl<'a> RawLine<'a> {
     fn finish(self, limits: &Limits) -> Result<Reading<'a>, Rejection> {
-        let missing = |f: &str| Rejection::new(RejectReason::MissingField, format!("{f} is missing"));
+        let missing =
+            |f: &str| Rejection::new(RejectReason::MissingField, format!("{f} is missing"));
         let ts_text = self.ts.ok_or_else(|| missing("ts"))?;
         let resource_id = required_text("resource_id", self.resource_id, limits)?;
         let sensor = required_text("sensor", self.sensor, limits)?;
@@ -643,7 +652,11 @@ fn has_escaped_nul(json: &str) -> bool {
     let mut from = 0;
     while let Some(pos) = json[from..].find("u0000") {
         let at = from + pos;
-        let slashes = bytes[..at].iter().rev().take_while(|&&b| b == b'\\').count();
+        let slashes = bytes[..at]
+            .iter()
+            .rev()
+            .take_while(|&&b| b == b'\\')
+            .count();
         if slashes % 2 == 1 {
             return true;
         }
@@ -741,32 +754,110 @@ mod tests {
             ("42", RejectReason::NotAnObject),
             ("\"x\"", RejectReason::NotAnObject),
             ("null", RejectReason::NotAnObject),
-            (r#"{"ts":"2025-08-22T00:00:00Z","ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"s","value":1}"#, RejectReason::DuplicateField),
-            (r#"{"x":1,"x":2,"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"s","value":1}"#, RejectReason::DuplicateField),
-            (r#"{"resource_id":"R","sensor":"s","value":1}"#, RejectReason::MissingField),
-            (r#"{"ts":"2025-08-22T00:00:00Z","sensor":"s","value":1}"#, RejectReason::MissingField),
-            (r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","value":1}"#, RejectReason::MissingField),
-            (r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"s"}"#, RejectReason::MissingField),
-            (r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"s","value":null}"#, RejectReason::MissingField),
-            (r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"s","value":"37.2"}"#, RejectReason::InvalidType),
-            (r#"{"ts":"2025-08-22T00:00:00Z","resource_id":7,"sensor":"s","value":1}"#, RejectReason::InvalidType),
-            (r#"{"ts":1755823061,"resource_id":"R","sensor":"s","value":1}"#, RejectReason::InvalidType),
-            (r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"s","value":true}"#, RejectReason::InvalidType),
-            (r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":["s"],"value":1}"#, RejectReason::InvalidType),
-            (r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"s","value":{"v":1}}"#, RejectReason::InvalidType),
-            (r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"","sensor":"s","value":1}"#, RejectReason::EmptyField),
-            (r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"  ","value":1}"#, RejectReason::EmptyField),
-            (r#"{"ts":"2025-08-22 00:00:00","resource_id":"R","sensor":"s","value":1}"#, RejectReason::InvalidTimestamp),
-            (r#"{"ts":"yesterday","resource_id":"R","sensor":"s","value":1}"#, RejectReason::InvalidTimestamp),
-            (r#"{"ts":"2025-13-22T00:00:00Z","resource_id":"R","sensor":"s","value":1}"#, RejectReason::InvalidTimestamp),
-            (r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"s","value":NaN}"#, RejectReason::NonFiniteValue),
-            (r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"s","value":Infinity}"#, RejectReason::NonFiniteValue),
-            (r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"s","value":-Infinity}"#, RejectReason::NonFiniteValue),
-            (r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"s","value":1e400}"#, RejectReason::NonFiniteValue),
-            (r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R\u0000","sensor":"s","value":1}"#, RejectReason::NulCharacter),
-            (r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"s","value":1,"meta":{"a":"\u0000"}}"#, RejectReason::NulCharacter),
-            (r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"s","value":1,"meta":[1]}"#, RejectReason::InvalidMeta),
-            (r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"s","value":1,"meta":"x"}"#, RejectReason::InvalidMeta),
+            (
+                r#"{"ts":"2025-08-22T00:00:00Z","ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"s","value":1}"#,
+                RejectReason::DuplicateField,
+            ),
+            (
+                r#"{"x":1,"x":2,"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"s","value":1}"#,
+                RejectReason::DuplicateField,
+            ),
+            (
+                r#"{"resource_id":"R","sensor":"s","value":1}"#,
+                RejectReason::MissingField,
+            ),
+            (
+                r#"{"ts":"2025-08-22T00:00:00Z","sensor":"s","value":1}"#,
+                RejectReason::MissingField,
+            ),
+            (
+                r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","value":1}"#,
+                RejectReason::MissingField,
+            ),
+            (
+                r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"s"}"#,
+                RejectReason::MissingField,
+            ),
+            (
+                r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"s","value":null}"#,
+                RejectReason::MissingField,
+            ),
+            (
+                r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"s","value":"37.2"}"#,
+                RejectReason::InvalidType,
+            ),
+            (
+                r#"{"ts":"2025-08-22T00:00:00Z","resource_id":7,"sensor":"s","value":1}"#,
+                RejectReason::InvalidType,
+            ),
+            (
+                r#"{"ts":1755823061,"resource_id":"R","sensor":"s","value":1}"#,
+                RejectReason::InvalidType,
+            ),
+            (
+                r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"s","value":true}"#,
+                RejectReason::InvalidType,
+            ),
+            (
+                r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":["s"],"value":1}"#,
+                RejectReason::InvalidType,
+            ),
+            (
+                r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"s","value":{"v":1}}"#,
+                RejectReason::InvalidType,
+            ),
+            (
+                r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"","sensor":"s","value":1}"#,
+                RejectReason::EmptyField,
+            ),
+            (
+                r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"  ","value":1}"#,
+                RejectReason::EmptyField,
+            ),
+            (
+                r#"{"ts":"2025-08-22 00:00:00","resource_id":"R","sensor":"s","value":1}"#,
+                RejectReason::InvalidTimestamp,
+            ),
+            (
+                r#"{"ts":"yesterday","resource_id":"R","sensor":"s","value":1}"#,
+                RejectReason::InvalidTimestamp,
+            ),
+            (
+                r#"{"ts":"2025-13-22T00:00:00Z","resource_id":"R","sensor":"s","value":1}"#,
+                RejectReason::InvalidTimestamp,
+            ),
+            (
+                r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"s","value":NaN}"#,
+                RejectReason::NonFiniteValue,
+            ),
+            (
+                r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"s","value":Infinity}"#,
+                RejectReason::NonFiniteValue,
+            ),
+            (
+                r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"s","value":-Infinity}"#,
+                RejectReason::NonFiniteValue,
+            ),
+            (
+                r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"s","value":1e400}"#,
+                RejectReason::NonFiniteValue,
+            ),
+            (
+                r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R\u0000","sensor":"s","value":1}"#,
+                RejectReason::NulCharacter,
+            ),
+            (
+                r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"s","value":1,"meta":{"a":"\u0000"}}"#,
+                RejectReason::NulCharacter,
+            ),
+            (
+                r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"s","value":1,"meta":[1]}"#,
+                RejectReason::InvalidMeta,
+            ),
+            (
+                r#"{"ts":"2025-08-22T00:00:00Z","resource_id":"R","sensor":"s","value":1,"meta":"x"}"#,
+                RejectReason::InvalidMeta,
+            ),
         ];
         for (line, want) in cases {
             assert_eq!(reject(line), *want, "line: {line}");
@@ -796,8 +887,11 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.detail.contains("value"), "{}", e.detail);
-        let e = decode_line(br#"{"resource_id":"R","sensor":"s","value":1}"#, &Limits::default())
-            .unwrap_err();
+        let e = decode_line(
+            br#"{"resource_id":"R","sensor":"s","value":1}"#,
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert!(e.detail.contains("ts"), "{}", e.detail);
     }
 

@@ -110,7 +110,10 @@ mod tests {
             n.readings_subject("BKK", "b1"),
             crate::subject::readings_subject("BKK", "b1")
         );
-        assert_eq!(n.dlq_subject("BKK", "b1"), crate::subject::dlq_subject("BKK", "b1"));
+        assert_eq!(
+            n.dlq_subject("BKK", "b1"),
+            crate::subject::dlq_subject("BKK", "b1")
+        );
     }
 
     #[test]

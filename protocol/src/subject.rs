@@ -54,7 +54,10 @@ pub fn unescape_token(token: &str) -> Option<String> {
                     i += 2;
                 } else {
                     let hex = token.get(i + 1..i + 3)?;
-                    if !hex.bytes().all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c)) {
+                    if !hex
+                        .bytes()
+                        .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c))
+                    {
                         return None;
                     }
                     out.push(u8::from_str_radix(hex, 16).ok()?);
@@ -82,7 +85,11 @@ pub fn readings_subject(site: &str, box_id: &str) -> String {
 
 /// `edge.dlq.<site>.<box>`
 pub fn dlq_subject(site: &str, box_id: &str) -> String {
-    format!("{DLQ_PREFIX}.{}.{}", escape_token(site), escape_token(box_id))
+    format!(
+        "{DLQ_PREFIX}.{}.{}",
+        escape_token(site),
+        escape_token(box_id)
+    )
 }
 
 /// `mes.op_run.<site>.<resource>.<event>`
@@ -102,7 +109,10 @@ mod tests {
 
     #[test]
     fn plain_tokens_pass_unchanged() {
-        assert_eq!(readings_subject("BKK", "box-01"), "edge.readings.BKK.box-01");
+        assert_eq!(
+            readings_subject("BKK", "box-01"),
+            "edge.readings.BKK.box-01"
+        );
         assert_eq!(
             op_run_subject("BKK", "SMT01", "started"),
             "mes.op_run.BKK.SMT01.started"
