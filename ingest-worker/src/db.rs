@@ -79,10 +79,13 @@ async fn create_database(options: &PgConnectOptions) -> Result<(), DbError> {
 }
 
 /// Applies pending migrations. sqlx holds an advisory lock meanwhile, so workers starting
-/// together apply them once.
+/// together apply them once. Migrations this binary does not know (applied by a newer worker or
+/// mes-api during a rolling upgrade) are tolerated, not an error.
 #[instrument(skip_all, err)]
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
-    MIGRATOR.run(pool).await?;
+    let mut migrator = sqlx::migrate!("../db/migrations");
+    migrator.set_ignore_missing(true);
+    migrator.run(pool).await?;
     Ok(())
 }
 
