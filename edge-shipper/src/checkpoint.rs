@@ -16,7 +16,7 @@
 //! aside and the shipper starts from 0: re-shipping is safe because the ingest ledger dedupes.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -116,9 +116,9 @@ impl CheckpointStore {
             path: self.path.clone(),
             source,
         };
-        let json = serde_json::to_vec(file).map_err(|e| write_err(e.into()))?;
-        let mut tmp = File::create(&self.tmp).map_err(write_err)?;
-        tmp.write_all(&json).map_err(write_err)?;
+        let mut tmp = io::BufWriter::new(File::create(&self.tmp).map_err(write_err)?);
+        serde_json::to_writer(&mut tmp, file).map_err(|e| write_err(e.into()))?;
+        let tmp = tmp.into_inner().map_err(|e| write_err(e.into_error()))?;
         tmp.sync_all().map_err(write_err)?;
         drop(tmp);
         fs::rename(&self.tmp, &self.path).map_err(write_err)?;

@@ -157,6 +157,7 @@ impl Config {
             linger: Duration::from_millis(self.linger_ms),
             rescan_interval: Duration::from_millis(self.rescan_interval_ms),
             rotate_wait: Duration::from_millis(self.rotate_wait_ms),
+            forget_after: Duration::from_secs(self.checkpoint_ttl_secs),
             until_caught_up: self.until_caught_up,
         }
     }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics::{describe_counter, describe_gauge, describe_histogram, Counter, Histogram, Unit};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
 
 /// Complete lines acknowledged by JetStream (an oversize line counts as one).
@@ -103,4 +103,33 @@ fn describe() {
         Unit::Count,
         "failed checkpoint writes"
     );
+}
+
+/// Handles of the metrics updated for every message, looked up once.
+#[derive(Clone)]
+pub struct PublishMetrics {
+    pub messages: Counter,
+    pub lines: Counter,
+    pub bytes: Counter,
+    pub retries: Counter,
+    pub latency: Histogram,
+}
+
+impl PublishMetrics {
+    /// Must be called after [`install_exporter`] (handles taken before are no-ops).
+    pub fn new() -> Self {
+        Self {
+            messages: metrics::counter!(MESSAGES_PUBLISHED_TOTAL),
+            lines: metrics::counter!(LINES_TOTAL),
+            bytes: metrics::counter!(BYTES_TOTAL),
+            retries: metrics::counter!(PUBLISH_RETRIES_TOTAL),
+            latency: metrics::histogram!(PUBLISH_LATENCY_SECONDS),
+        }
+    }
+}
+
+impl Default for PublishMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }

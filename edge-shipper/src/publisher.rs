@@ -14,7 +14,7 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, Context};
 use async_nats::{ConnectOptions, HeaderMap, Subject};
 use bytes::Bytes;
-use protocol::{BatchKind, BatchMeta, ByteRange, SourceKey};
+use protocol::{BatchMeta, ByteRange, SourceKey};
 use rand::Rng;
 use tracing::{debug, error, info, instrument, warn};
 
@@ -64,12 +64,8 @@ pub async fn connect(
 /// A message ready to publish, kept until acknowledged so a retry sends the same bytes.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
-    pub source: SourceKey,
-    pub range: ByteRange,
-    pub lines: u64,
-    pub kind: BatchKind,
+    pub meta: BatchMeta,
     pub payload: Bytes,
-    headers: HeaderMap,
     msg_id: String,
 }
 
@@ -84,23 +80,32 @@ impl Outgoing {
             lines: chunk.lines,
             kind: chunk.kind,
         };
-        let mut headers = HeaderMap::new();
-        for (name, value) in meta.headers() {
-            headers.insert(name, value);
-        }
         Self {
             msg_id: meta.msg_id(),
-            source: meta.source,
-            range: meta.range,
-            lines: meta.lines,
-            kind: meta.kind,
+            meta,
             payload: chunk.payload,
-            headers,
         }
     }
 
     pub fn msg_id(&self) -> &str {
         &self.msg_id
+    }
+
+    pub fn source(&self) -> &SourceKey {
+        &self.meta.source
+    }
+
+    pub fn range(&self) -> ByteRange {
+        self.meta.range
+    }
+
+    /// The protocol headers; built per attempt (cheaper than cloning a header map).
+    fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in self.meta.headers() {
+            headers.insert(name, value);
+        }
+        headers
     }
 }
 
@@ -154,6 +159,7 @@ pub async fn publish_until_acked(
     subject: Subject,
     msg: Outgoing,
     failures: std::sync::Arc<FailureLog>,
+    metrics: m::PublishMetrics,
 ) -> (Outgoing, bool) {
     let started = Instant::now();
     let mut backoff = BACKOFF_START;
@@ -162,7 +168,7 @@ pub async fn publish_until_acked(
         attempt += 1;
         let publish = PublishMessage::build()
             .payload(msg.payload.clone())
-            .headers(msg.headers.clone())
+            .headers(msg.headers())
             .message_id(&msg.msg_id);
         let result = match js.send_publish(subject.clone(), publish).await {
             Ok(ack) => ack.await,
@@ -170,15 +176,14 @@ pub async fn publish_until_acked(
         };
         match result {
             Ok(ack) => {
-                metrics::histogram!(m::PUBLISH_LATENCY_SECONDS)
-                    .record(started.elapsed().as_secs_f64());
+                metrics.latency.record(started.elapsed().as_secs_f64());
                 if attempt > 1 {
                     debug!(msg_id = %msg.msg_id, attempt, "published after retries");
                 }
                 return (msg, ack.duplicate);
             }
             Err(e) => {
-                metrics::counter!(m::PUBLISH_RETRIES_TOTAL).increment(1);
+                metrics.retries.increment(1);
                 failures.log(&msg, attempt, &e);
                 tokio::time::sleep(jitter(backoff)).await;
                 backoff = (backoff * 2).min(BACKOFF_CAP);
@@ -196,7 +201,7 @@ fn jitter(d: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::Fingerprint;
+    use protocol::{BatchKind, Fingerprint};
     use std::sync::Arc;
 
     #[test]
@@ -212,7 +217,8 @@ mod tests {
         };
         let out = Outgoing::new(chunk, "BKK", "b1");
         assert_eq!(out.msg_id(), format!("{source}:10-20"));
-        let get = |k: &str| out.headers.get(k).map(|v| v.as_str());
+        let headers = out.headers();
+        let get = |k: &str| headers.get(k).map(|v| v.as_str());
         let meta = BatchMeta::from_headers(get).unwrap();
         assert_eq!(meta.path, "/d/a b.jsonl");
         assert_eq!(meta.range, ByteRange { start: 10, end: 20 });

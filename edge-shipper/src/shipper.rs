@@ -38,6 +38,8 @@ pub enum ShipperError {
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
     #[error("the tailer stopped unexpectedly")]
     TailerFailed,
+    #[error("the checkpoint writer panicked")]
+    CheckpointPanicked,
 }
 
 /// Ships until `shutdown` fires (or, with `--until-caught-up`, until everything is shipped),
@@ -71,6 +73,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Ship
     };
 
     let failures = Arc::new(FailureLog::default());
+    let publish_metrics = m::PublishMetrics::new();
     let mut in_flight = FuturesUnordered::new();
     let mut in_flight_bytes = 0usize;
     let max_in_flight = usize::try_from(config.max_in_flight).unwrap_or(usize::MAX);
@@ -91,14 +94,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Ship
             biased;
             () = shutdown.cancelled() => break,
             Some((msg, duplicate)) = in_flight.next(), if !in_flight.is_empty() => {
-                in_flight_bytes -= acked(&mut offsets, &msg, duplicate);
+                in_flight_bytes -= acked(&mut offsets, &msg, duplicate, &publish_metrics);
             }
             event = rx.recv(), if can_take => match event {
                 Some(TailEvent::Chunk(chunk)) => {
                     let msg = Outgoing::new(chunk, &config.site, &config.box_id);
                     in_flight_bytes += msg.payload.len();
                     in_flight.push(publisher::publish_until_acked(
-                        js.clone(), subject.clone(), msg, failures.clone()));
+                        js.clone(), subject.clone(), msg, failures.clone(),
+                        publish_metrics.clone()));
                 }
                 Some(TailEvent::Begin { source, origin, offset }) => {
                     offsets.begin(source, &origin, offset, Utc::now());
@@ -132,7 +136,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Ship
         info!(in_flight = in_flight.len(), "waiting for acks before exit");
         let drain = async {
             while let Some((msg, duplicate)) = in_flight.next().await {
-                acked(&mut offsets, &msg, duplicate);
+                acked(&mut offsets, &msg, duplicate, &publish_metrics);
             }
         };
         if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
@@ -147,12 +151,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Ship
     let file = offsets.snapshot(&config.box_id);
     let final_store = store.clone();
     let saved = tokio::task::spawn_blocking(move || final_store.save(&file)).await;
+    let tailer_ok = tailer_task.await.is_ok();
     match saved {
         Ok(Ok(())) => info!(path = %store.path().display(), "checkpoint saved"),
-        Ok(Err(e)) => error!(error = %e, "final checkpoint write failed"),
-        Err(e) => error!(error = %e, "final checkpoint write panicked"),
+        Ok(Err(e)) => {
+            error!(error = %e, "final checkpoint write failed");
+            return Err(e.into());
+        }
+        Err(e) => {
+            error!(error = %e, "final checkpoint write panicked");
+            return Err(ShipperError::CheckpointPanicked);
+        }
     }
-    let tailer_ok = tailer_task.await.is_ok();
     if !tailer_ok || (tailer_gone && !caught_up && !shutdown.is_cancelled()) {
         return Err(ShipperError::TailerFailed);
     }
@@ -161,11 +171,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Ship
 }
 
 /// Books an acknowledged message; returns its payload size.
-fn acked(offsets: &mut AckedOffsets, msg: &Outgoing, duplicate: bool) -> usize {
-    offsets.ack(&msg.source, msg.range, Utc::now());
-    metrics::counter!(m::MESSAGES_PUBLISHED_TOTAL).increment(1);
-    metrics::counter!(m::LINES_TOTAL).increment(msg.lines);
-    metrics::counter!(m::BYTES_TOTAL).increment(msg.range.len());
+fn acked(
+    offsets: &mut AckedOffsets,
+    msg: &Outgoing,
+    duplicate: bool,
+    metrics: &m::PublishMetrics,
+) -> usize {
+    offsets.ack(msg.source(), msg.range(), Utc::now());
+    metrics.messages.increment(1);
+    metrics.lines.increment(msg.meta.lines);
+    metrics.bytes.increment(msg.range().len());
     if duplicate {
         tracing::debug!(msg_id = msg.msg_id(), "jetstream already had this message");
     }

@@ -1,8 +1,10 @@
 //! Finding the files to tail: a glob rescan is the source of truth, `notify` events only wake the
 //! tailer sooner.
 
+use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tracing::{debug, info, warn};
@@ -25,8 +27,21 @@ pub fn wake_channel() -> (Waker, Receiver<()>) {
     (Waker(tx), rx)
 }
 
+/// Most changed paths remembered between two passes; beyond it, every file is looked at.
+const MAX_HINTS: usize = 4096;
+
+/// Paths that changed since the last pass, from `notify` events.
+#[derive(Debug, Default)]
+pub struct Hints {
+    pub paths: HashSet<PathBuf>,
+    /// Too many to remember: look at every file.
+    pub overflow: bool,
+}
+
 pub struct Discovery {
     pattern: String,
+    matcher: Option<glob::Pattern>,
+    hints: Arc<Mutex<Hints>>,
     base: PathBuf,
     recursive: bool,
     waker: Waker,
@@ -39,6 +54,8 @@ impl Discovery {
         let (base, recursive) = watch_base(pattern);
         Self {
             pattern: pattern.to_owned(),
+            matcher: glob::Pattern::new(pattern).ok(),
+            hints: Arc::default(),
             base,
             recursive,
             waker,
@@ -54,15 +71,28 @@ impl Discovery {
             return;
         }
         let waker = self.waker.clone();
+        let hints = self.hints.clone();
         let handler = move |event: notify::Result<notify::Event>| {
-            if let Ok(event) = event {
-                if matches!(
-                    event.kind,
-                    EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
-                ) {
-                    waker.wake();
+            let Ok(event) = event else {
+                return;
+            };
+            if !matches!(
+                event.kind,
+                EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
+            ) {
+                return;
+            }
+            {
+                let mut hints = hints.lock().unwrap_or_else(|p| p.into_inner());
+                for path in event.paths {
+                    if hints.paths.len() >= MAX_HINTS {
+                        hints.overflow = true;
+                        break;
+                    }
+                    hints.paths.insert(path);
                 }
             }
+            waker.wake();
         };
         let mode = if self.recursive {
             RecursiveMode::Recursive
@@ -88,6 +118,16 @@ impl Discovery {
                 self.watch_failed = true;
             }
         }
+    }
+
+    /// The paths changed since the last call.
+    pub fn take_hints(&self) -> Hints {
+        std::mem::take(&mut *self.hints.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Whether `path` matches the glob (a changed path that is not tracked yet is a new file).
+    pub fn matches(&self, path: &Path) -> bool {
+        self.matcher.as_ref().is_some_and(|m| m.matches_path(path))
     }
 
     /// Paths matching the glob now. Unreadable directories are skipped.

@@ -70,6 +70,8 @@ pub struct TailerConfig {
     pub linger: Duration,
     pub rescan_interval: Duration,
     pub rotate_wait: Duration,
+    /// A source without an open file is forgotten after this long (the checkpoint's TTL).
+    pub forget_after: Duration,
     pub until_caught_up: bool,
 }
 
@@ -107,18 +109,28 @@ struct Tracked {
     last_change: Instant,
     identity: Identity,
     read_error_logged: bool,
+    /// Bytes not read yet, as of the last look.
+    unread: u64,
+}
+
+/// How far a source has been read (or was checkpointed), and when it last had an open file.
+#[derive(Debug, Clone, Copy)]
+struct KnownOffset {
+    end: u64,
+    seen: Instant,
 }
 
 /// Hands chunks to the sink and remembers how far each source has been read.
 struct Outbox<S> {
     sink: S,
-    known: HashMap<SourceKey, u64>,
+    known: HashMap<SourceKey, KnownOffset>,
 }
 
 impl<S: EventSink> Outbox<S> {
     fn emit(&mut self, chunk: Chunk) -> Result<(), SinkClosed> {
-        let end = self.known.entry(chunk.source.clone()).or_insert(0);
-        *end = (*end).max(chunk.range.end);
+        if let Some(known) = self.known.get_mut(&chunk.source) {
+            known.end = known.end.max(chunk.range.end);
+        }
         self.sink.send(TailEvent::Chunk(chunk))
     }
 }
@@ -139,6 +151,12 @@ pub struct Tailer<S> {
     discovery: Discovery,
     wake_rx: Receiver<()>,
     files: HashMap<FileId, Tracked>,
+    /// Current path of every file that matches the glob.
+    by_path: HashMap<PathBuf, FileId>,
+    /// Files with more bytes ready than their last read took.
+    more: HashSet<FileId>,
+    /// Files holding complete lines until their linger is over.
+    lingering: HashSet<FileId>,
     outbox: Outbox<S>,
     unreadable: HashSet<PathBuf>,
     next_rescan: Option<Instant>,
@@ -151,16 +169,21 @@ impl<S: EventSink> Tailer<S> {
     /// `resume` holds the checkpointed offset of each known source.
     pub fn new(cfg: TailerConfig, sink: S, resume: HashMap<SourceKey, u64>) -> (Self, Waker) {
         let (waker, wake_rx) = wake_channel();
+        let seen = Instant::now();
+        let known = resume
+            .into_iter()
+            .map(|(source, end)| (source, KnownOffset { end, seen }))
+            .collect();
         let discovery = Discovery::new(&cfg.pattern, waker.clone());
         let tailer = Self {
             cfg,
             discovery,
             wake_rx,
             files: HashMap::new(),
-            outbox: Outbox {
-                sink,
-                known: resume,
-            },
+            by_path: HashMap::new(),
+            more: HashSet::new(),
+            lingering: HashSet::new(),
+            outbox: Outbox { sink, known },
             unreadable: HashSet::new(),
             next_rescan: None,
             live_sent: None,
@@ -220,33 +243,68 @@ impl<S: EventSink> Tailer<S> {
 
     /// One pass: rescan if due, then read every file as far as its budget allows.
     pub fn step(&mut self, now: Instant) -> Result<StepOutcome, SinkClosed> {
-        let rescan_due = self.cfg.until_caught_up || self.next_rescan.is_none_or(|t| now >= t);
-        if rescan_due {
+        let hints = self.discovery.take_hints();
+        let mut full =
+            self.cfg.until_caught_up || hints.overflow || self.next_rescan.is_none_or(|t| now >= t);
+        // Between full passes, read only files that changed or have more to read; files with
+        // lines waiting for their linger are only checked for it.
+        let mut look: HashSet<FileId> = std::mem::take(&mut self.more);
+        let lingering = std::mem::take(&mut self.lingering);
+        if !full {
+            for path in &hints.paths {
+                match self.by_path.get(path) {
+                    Some(id) => {
+                        look.insert(*id);
+                    }
+                    None if self.discovery.matches(path) => full = true,
+                    None => {}
+                }
+            }
+        }
+        if full {
             self.rescan(now)?;
             self.next_rescan = Some(now + self.cfg.rescan_interval);
+            look = self.files.keys().copied().collect();
         }
         let mut next_due = self.next_rescan.unwrap_or(now);
+        let flush_only = lingering.into_iter().filter(|id| !look.contains(id));
+        let work: Vec<(FileId, bool)> = look
+            .iter()
+            .map(|id| (*id, true))
+            .chain(flush_only.map(|id| (id, false)))
+            .collect();
         let mut more_now = false;
-        let mut pending = false;
-        let mut unread = 0u64;
-        let ids: Vec<FileId> = self.files.keys().copied().collect();
-        for id in ids {
-            let served = self.serve(id, now)?;
-            more_now |= !served.at_end;
-            if let Some(due) = served.flush_due {
-                pending = true;
-                next_due = next_due.min(due);
+        for (id, read) in work {
+            let served = if read {
+                self.serve(id, now)?
+            } else {
+                self.flush_if_due(id, now)?
+            };
+            let Some(t) = self.files.get_mut(&id) else {
+                continue;
+            };
+            t.unread = served.unread;
+            if !served.at_end {
+                more_now = true;
+                self.more.insert(id);
             }
-            unread += served.unread;
+            if let Some(due) = served.flush_due {
+                next_due = next_due.min(due);
+                self.lingering.insert(id);
+            }
         }
+        let unread = self.files.values().map(|t| t.unread).sum();
         self.unread_bytes.store(unread, Ordering::Relaxed);
-        if rescan_due {
+        if full {
             self.send_live(now)?;
         }
         Ok(StepOutcome {
             more_now,
             next_due,
-            caught_up: self.cfg.until_caught_up && rescan_due && !more_now && !pending,
+            caught_up: self.cfg.until_caught_up
+                && full
+                && self.more.is_empty()
+                && self.lingering.is_empty(),
         })
     }
 
@@ -254,7 +312,11 @@ impl<S: EventSink> Tailer<S> {
     fn rescan(&mut self, now: Instant) -> Result<(), SinkClosed> {
         self.discovery.ensure_watch();
         let mut seen = HashSet::new();
-        for path in self.discovery.scan() {
+        let paths = self.discovery.scan();
+        if !self.unreadable.is_empty() {
+            self.unreadable.retain(|p| paths.contains(p));
+        }
+        for path in paths {
             let meta = match fs::metadata(&path) {
                 Ok(meta) => meta,
                 Err(e) => {
@@ -294,12 +356,18 @@ impl<S: EventSink> Tailer<S> {
         }
         self.check_fingerprints()?;
         self.close_idle_rotated(now)?;
+        self.by_path = self
+            .files
+            .values()
+            .filter(|t| t.matched)
+            .map(|t| (t.path.clone(), t.id))
+            .collect();
         metrics::gauge!(m::FILES_TRACKED).set(self.files.len() as f64);
         Ok(())
     }
 
     fn open(&mut self, path: PathBuf, now: Instant) -> Option<FileId> {
-        let opened = File::open(&path).and_then(|f| {
+        let opened = open_for_reading(&path).and_then(|f| {
             let meta = f.metadata()?;
             Ok((f, meta))
         });
@@ -331,6 +399,7 @@ impl<S: EventSink> Tailer<S> {
                 last_change: now,
                 identity: Identity::Waiting { tried_size: None },
                 read_error_logged: false,
+                unread: meta.len(),
             },
         );
         Some(id)
@@ -407,6 +476,15 @@ impl<S: EventSink> Tailer<S> {
             .collect();
         live.sort();
         live.dedup();
+        for source in &live {
+            if let Some(known) = self.outbox.known.get_mut(source) {
+                known.seen = now;
+            }
+        }
+        let forget_after = self.cfg.forget_after;
+        self.outbox
+            .known
+            .retain(|_, k| now.saturating_duration_since(k.seen) < forget_after);
         let due = self
             .live_sent
             .as_ref()
@@ -416,6 +494,34 @@ impl<S: EventSink> Tailer<S> {
             self.outbox.sink.send(TailEvent::Live(live))?;
         }
         Ok(())
+    }
+
+    /// Sends a file's lingering lines once their linger is over, without reading it.
+    fn flush_if_due(&mut self, id: FileId, now: Instant) -> Result<Served, SinkClosed> {
+        let Self {
+            cfg, files, outbox, ..
+        } = self;
+        let Some(t) = files.get_mut(&id) else {
+            return Ok(Served::idle(0));
+        };
+        let Identity::Named { reader, .. } = &mut t.identity else {
+            return Ok(Served::idle(t.unread));
+        };
+        let mut flush_due = None;
+        if let Some(since) = reader.pending_since() {
+            let due = since + cfg.linger;
+            if now >= due {
+                reader.flush(&mut |c| outbox.emit(c))?;
+                reader.shrink();
+            } else {
+                flush_due = Some(due);
+            }
+        }
+        Ok(Served {
+            at_end: true,
+            flush_due,
+            unread: t.unread,
+        })
     }
 
     /// Reads one file: names it if needed, detects truncation, reads up to its budget and
@@ -447,7 +553,7 @@ impl<S: EventSink> Tailer<S> {
             if size == 0 || *tried_size == Some(size) {
                 return Ok(Served::idle(0));
             }
-            name(t, cfg, outbox, size)?;
+            name(t, cfg, outbox, size, now)?;
         }
         let Identity::Named { reader, .. } = &mut t.identity else {
             return Ok(Served::idle(0));
@@ -508,6 +614,7 @@ fn name<S: EventSink>(
     cfg: &TailerConfig,
     outbox: &mut Outbox<S>,
     size: u64,
+    now: Instant,
 ) -> Result<(), SinkClosed> {
     let max_prefix = cfg.limits.max_line_bytes;
     let mut head = vec![0u8; size.min(max_prefix as u64) as usize];
@@ -525,7 +632,7 @@ fn name<S: EventSink>(
         return Ok(());
     };
     let source = SourceKey::new(&cfg.box_id, fingerprint);
-    let known = outbox.known.get(&source).copied().unwrap_or(0);
+    let known = outbox.known.get(&source).map_or(0, |k| k.end);
     let offset = if size < known {
         info!(path = %t.path.display(), %source, size, known_offset = known,
             "file is shorter than its source's known offset; reading it from the start");
@@ -533,7 +640,11 @@ fn name<S: EventSink>(
     } else {
         known
     };
-    outbox.known.entry(source.clone()).or_insert(offset);
+    let entry = outbox.known.entry(source.clone()).or_insert(KnownOffset {
+        end: offset,
+        seen: now,
+    });
+    entry.seen = now;
     info!(path = %t.path.display(), %source, offset, "reading file");
     outbox.sink.send(TailEvent::Begin {
         source: source.clone(),
@@ -567,6 +678,20 @@ fn restart<S: EventSink>(
     metrics::counter!(m::TRUNCATIONS_TOTAL).increment(1);
     t.identity = Identity::Waiting { tried_size: None };
     Ok(())
+}
+
+/// Opens without updating the access time on every read (saves inode writes on flash storage);
+/// falls back to a plain open where `O_NOATIME` is not permitted (files of other users).
+fn open_for_reading(path: &std::path::Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
+        opened => opened,
+    }
 }
 
 fn path_str(path: &std::path::Path) -> Arc<str> {

@@ -21,6 +21,7 @@ fn config(dir: &Path) -> TailerConfig {
         linger: Duration::ZERO,
         rescan_interval: Duration::from_millis(500),
         rotate_wait: Duration::from_secs(5),
+        forget_after: Duration::from_secs(7 * 24 * 3600),
         until_caught_up: false,
     }
 }
@@ -466,13 +467,14 @@ fn lines_linger_until_due_then_go_as_one_message() {
     cfg.linger = Duration::from_millis(50);
     let mut h = Harness::new(cfg);
     append(&path, line("a", 0).as_bytes());
+    append(&path, line("a", 1).as_bytes());
     h.now += Duration::from_secs(1);
     let outcome = h.tailer.step(h.now).unwrap();
     assert!(h.chunks().is_empty());
     assert_eq!(outcome.next_due, h.now + Duration::from_millis(50));
-    append(&path, line("a", 1).as_bytes());
-    h.tailer.step(h.now + Duration::from_millis(10)).unwrap();
+    let outcome = h.tailer.step(h.now + Duration::from_millis(10)).unwrap();
     assert!(h.chunks().is_empty());
+    assert_eq!(outcome.next_due, h.now + Duration::from_millis(50));
     h.tailer.step(h.now + Duration::from_millis(50)).unwrap();
     let chunks = h.chunks();
     assert_eq!(chunks.len(), 1);
