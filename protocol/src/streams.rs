@@ -97,6 +97,58 @@ impl Names {
     }
 }
 
+/// Deduplication window of the `OP_RUN` stream. mes-api's outbox relay republishes an event whose
+/// PubAck it got but could not record (crash, database outage); JetStream drops the copy when it
+/// arrives within this window (the message id is the outbox id).
+pub const OP_RUN_DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
+
+/// Stream name and subject prefix of run events. [`OpRunNames::default`] is production
+/// (`OP_RUN` on `mes.op_run.>`); [`OpRunNames::isolated`] gives a test its own pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpRunNames {
+    pub stream: String,
+    /// Run event subjects are `<prefix>.<site>.<resource>.<event>`.
+    pub prefix: String,
+}
+
+impl Default for OpRunNames {
+    fn default() -> Self {
+        Self {
+            stream: OP_RUN_STREAM.to_owned(),
+            prefix: crate::subject::OP_RUN_PREFIX.to_owned(),
+        }
+    }
+}
+
+impl OpRunNames {
+    /// Names suffixed with `tag` (escaped), e.g. `OP_RUN_t42` on `mes.op_run_t42.>`; an empty tag
+    /// gives the standard names.
+    pub fn isolated(tag: &str) -> Self {
+        if tag.is_empty() {
+            return Self::default();
+        }
+        let t = crate::subject::escape_token(tag);
+        Self {
+            stream: format!("{OP_RUN_STREAM}_{t}"),
+            prefix: format!("{}_{t}", crate::subject::OP_RUN_PREFIX),
+        }
+    }
+
+    pub fn filter(&self) -> String {
+        format!("{}.>", self.prefix)
+    }
+
+    pub fn subject(&self, site: &str, resource_id: &str, event: &str) -> String {
+        format!(
+            "{}.{}.{}.{}",
+            self.prefix,
+            crate::subject::escape_token(site),
+            crate::subject::escape_token(resource_id),
+            crate::subject::escape_token(event)
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +175,22 @@ mod tests {
         assert_eq!(n.readings_filter(), "edge.readings_t_2E1.>");
         assert!(!n.readings_subject("s", "b").starts_with("edge.readings."));
         assert_ne!(n.consumer, INGEST_CONSUMER);
+    }
+
+    #[test]
+    fn op_run_names_match_the_documented_subjects() {
+        let n = OpRunNames::default();
+        assert_eq!(n.filter(), OP_RUN_SUBJECTS);
+        assert_eq!(
+            n.subject("BKK", "SMT 01", "started"),
+            crate::subject::op_run_subject("BKK", "SMT 01", "started")
+        );
+        assert_eq!(OpRunNames::isolated(""), n);
+        let t = OpRunNames::isolated("t.1");
+        assert_eq!(t.stream, "OP_RUN_t_2E1");
+        assert_eq!(
+            t.subject("BKK", "R1", "reported"),
+            "mes.op_run_t_2E1.BKK.R1.reported"
+        );
     }
 }

@@ -1,0 +1,208 @@
+//! Command-line and environment configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use protocol::OpRunNames;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// mes-api: the production-run REST API for the MES (start, report, pause, resume, complete),
+/// run events on NATS JetStream through a transactional outbox, and OEE, SPC and traceability
+/// queries over PostgreSQL.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "mes-api", version, about, long_about = None)]
+pub struct Config {
+    /// What to do; serves the API when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Address the HTTP API listens on.
+    #[arg(
+        long,
+        env = "API_LISTEN",
+        default_value = "0.0.0.0:8000",
+        global = true
+    )]
+    pub listen: SocketAddr,
+
+    /// PostgreSQL URL. The database is created if it does not exist; migrations are applied at
+    /// start.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/edge_mes",
+        hide_env_values = true,
+        global = true
+    )]
+    pub database_url: String,
+
+    /// Most database connections in the pool.
+    #[arg(
+        long,
+        env = "API_DB_MAX_CONNECTIONS",
+        default_value_t = 16,
+        global = true
+    )]
+    pub db_max_connections: u32,
+
+    /// NATS server URL(s), comma-separated.
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        global = true
+    )]
+    pub nats_url: String,
+
+    /// NATS credentials file (JWT + NKey), if the server requires one.
+    #[arg(long, env = "NATS_CREDS", global = true)]
+    pub nats_creds: Option<PathBuf>,
+
+    /// Suffix for the OP_RUN stream name and the `mes.op_run` subject prefix (tests, several
+    /// deployments on one NATS account). Empty: the standard names.
+    #[arg(long, env = "EDGE_NAMESPACE", default_value = "", global = true)]
+    pub namespace: String,
+
+    /// Replicas of the OP_RUN stream (1 on a single server, 3 in a cluster).
+    #[arg(long, env = "NATS_STREAM_REPLICAS", default_value_t = 1, global = true)]
+    pub stream_replicas: usize,
+
+    /// Site of runs whose request names none and whose resource has none; created at start if
+    /// missing.
+    #[arg(long, env = "EDGE_SITE", default_value = "BKK", global = true)]
+    pub default_site: String,
+
+    /// IANA time zone given to the default site when it is created (an existing site keeps its
+    /// own).
+    #[arg(
+        long,
+        env = "EDGE_SITE_TIME_ZONE",
+        default_value = "Asia/Bangkok",
+        global = true
+    )]
+    pub default_site_time_zone: String,
+
+    /// Largest accepted request body in bytes; larger bodies get 413.
+    #[arg(long, env = "API_MAX_BODY_BYTES", default_value_t = 64 * 1024, global = true)]
+    pub max_body_bytes: usize,
+
+    /// Time limit of one request in milliseconds; slower requests get 408.
+    #[arg(
+        long,
+        env = "API_REQUEST_TIMEOUT_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub request_timeout_ms: u64,
+
+    /// How often the outbox relay looks for unsent events when no notification arrives, in
+    /// milliseconds (it also wakes on every commit through LISTEN/NOTIFY).
+    #[arg(long, env = "API_RELAY_POLL_MS", default_value_t = 500, global = true)]
+    pub relay_poll_ms: u64,
+
+    /// Most events the relay publishes per round trip (acks are awaited in order).
+    #[arg(long, env = "API_RELAY_BATCH", default_value_t = 256, global = true)]
+    pub relay_batch: i64,
+
+    /// How long the relay waits for one PubAck before it retries the batch, in milliseconds.
+    #[arg(
+        long,
+        env = "API_RELAY_ACK_TIMEOUT_MS",
+        default_value_t = 5_000,
+        global = true
+    )]
+    pub relay_ack_timeout_ms: u64,
+
+    /// Run no outbox relay in this process (events wait in the outbox for another instance).
+    #[arg(long, env = "API_NO_RELAY", global = true)]
+    pub no_relay: bool,
+
+    /// Hours an Idempotency-Key answer is kept; older keys are forgotten.
+    #[arg(
+        long,
+        env = "API_IDEMPOTENCY_TTL_HOURS",
+        default_value_t = 24,
+        global = true
+    )]
+    pub idempotency_ttl_hours: u32,
+
+    /// Days sent outbox rows are kept (for audit) before they are deleted; 0 keeps them.
+    #[arg(
+        long,
+        env = "API_OUTBOX_RETENTION_DAYS",
+        default_value_t = 7,
+        global = true
+    )]
+    pub outbox_retention_days: u32,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_enum,
+        default_value = "human",
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Migrate, then create the seed's demo run (SMT01, WO123/OP10, 4 hours ending now, 780 good
+    /// and 20 scrap, ideal cycle time 1.5 s) so OEE views show data at once, and exit.
+    SeedDemo,
+}
+
+impl Config {
+    pub fn op_run_names(&self) -> OpRunNames {
+        OpRunNames::isolated(&self.namespace)
+    }
+
+    pub fn relay_poll(&self) -> Duration {
+        Duration::from_millis(self.relay_poll_ms)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// A configuration with every default, for tests.
+    pub fn for_urls(nats_url: &str, database_url: &str) -> Self {
+        let mut c = Self::parse_from(["mes-api"]);
+        c.nats_url = nats_url.to_owned();
+        c.database_url = database_url.to_owned();
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Config::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_target_local_services() {
+        let c = Config::parse_from(["mes-api"]);
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8000");
+        assert_eq!(c.op_run_names(), OpRunNames::default());
+        assert_eq!(c.default_site, "BKK");
+        assert_eq!(c.command, None);
+        let c = Config::parse_from(["mes-api", "seed-demo", "--namespace", "t1"]);
+        assert_eq!(c.command, Some(Command::SeedDemo));
+        assert_eq!(c.op_run_names().stream, "OP_RUN_t1");
+    }
+}

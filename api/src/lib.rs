@@ -1,0 +1,209 @@
+//! mes-api: the production-run REST API of edge-mes.
+//!
+//! - [`config`]: flags and environment.
+//! - [`db`]: connect (create the database if missing), migrations, the default site.
+//! - [`http`]: the router, `pub fn app(state) -> Router`, limits, fallbacks, OpenAPI document.
+//! - [`error`]: `ApiError` → `application/problem+json`.
+//! - [`extract`]: JSON body, query and path extractors whose errors name the field.
+//! - [`idempotency`]: `Idempotency-Key` claims and stored answers.
+//! - [`runs`]: run lifecycle endpoints; [`run_store`]: their SQL and run events.
+//! - [`relay`]: the outbox relay to JetStream.
+//! - [`health`]: `/health`, `/ready`, `/metrics`, `/openapi.json`.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`seed`]: the demo run (`mes-api seed-demo`).
+//! - [`state`]: shared handler state.
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod http;
+pub mod idempotency;
+pub mod metrics;
+pub mod relay;
+pub mod run_store;
+pub mod runs;
+pub mod seed;
+pub mod state;
+
+use std::future::Future;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use config::Config;
+pub use http::{app, app_with_limits, openapi, Limits};
+pub use state::{AppState, Settings};
+
+#[derive(Debug, Error)]
+pub enum ApiRunError {
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error("cannot connect to NATS: {0}")]
+    Nats(#[from] async_nats::ConnectError),
+    #[error("cannot read NATS credentials {path}: {source}")]
+    Credentials {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed: {0}")]
+    Serve(#[source] std::io::Error),
+    #[error("demo seed failed: {0}")]
+    Seed(#[source] sqlx::Error),
+}
+
+/// Connects, migrates and ensures the default site; `None` when shut down while waiting.
+pub async fn prepare_database(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<Option<sqlx::PgPool>, ApiRunError> {
+    let Some(pool) = retry_until(shutdown, "database connection", || {
+        db::connect(&config.database_url, config.db_max_connections)
+    })
+    .await
+    else {
+        return Ok(None);
+    };
+    db::migrate(&pool).await?;
+    db::ensure_site(&pool, &config.default_site, &config.default_site_time_zone).await?;
+    Ok(Some(pool))
+}
+
+/// Serves the API (and runs the outbox relay) until `shutdown` is cancelled, then drains
+/// in-flight requests and stops the relay after its current batch.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ApiRunError> {
+    if config.command == Some(config::Command::SeedDemo) {
+        return seed_demo(&config, &shutdown).await;
+    }
+    let Some(pool) = prepare_database(&config, &shutdown).await? else {
+        return Ok(());
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ApiRunError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    serve(config, pool, listener, shutdown).await
+}
+
+/// Serves on an already bound listener (tests bind port 0).
+pub async fn serve(
+    config: Config,
+    pool: sqlx::PgPool,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ApiRunError> {
+    let nats = connect_nats(&config).await?;
+    let tracker = TaskTracker::new();
+    let relay_stop = CancellationToken::new();
+    if !config.no_relay {
+        tracker.spawn(relay::run(
+            pool.clone(),
+            nats.clone(),
+            relay::RelaySettings {
+                names: config.op_run_names(),
+                poll: config.relay_poll(),
+                batch: config.relay_batch.max(1),
+                ack_timeout: Duration::from_millis(config.relay_ack_timeout_ms),
+                stream_replicas: config.stream_replicas,
+                idempotency_ttl_hours: config.idempotency_ttl_hours,
+                outbox_retention_days: config.outbox_retention_days,
+            },
+            relay_stop.clone(),
+        ));
+    }
+    tracker.close();
+    let state = AppState::new(
+        pool.clone(),
+        Some(nats.clone()),
+        Settings {
+            default_site: config.default_site.clone(),
+        },
+    );
+    let router = app_with_limits(
+        state,
+        Limits {
+            max_body_bytes: config.max_body_bytes,
+            request_timeout: config.request_timeout(),
+        },
+    );
+    let addr = listener.local_addr().ok();
+    info!(addr = ?addr, "serving");
+    let result = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await
+        .map_err(ApiRunError::Serve);
+    info!("http server stopped, stopping the relay");
+    // The relay finishes its batch, so every committed event is either sent or still unsent.
+    relay_stop.cancel();
+    tracker.wait().await;
+    let _ = nats.flush().await;
+    pool.close().await;
+    info!("stopped");
+    result
+}
+
+async fn connect_nats(config: &Config) -> Result<async_nats::Client, ApiRunError> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name("mes-api")
+        .retry_on_initial_connect()
+        .max_reconnects(None);
+    if let Some(path) = &config.nats_creds {
+        options =
+            options
+                .credentials_file(path)
+                .await
+                .map_err(|source| ApiRunError::Credentials {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+    }
+    Ok(options.connect(config.nats_url.as_str()).await?)
+}
+
+async fn seed_demo(config: &Config, shutdown: &CancellationToken) -> Result<(), ApiRunError> {
+    let Some(pool) = prepare_database(config, shutdown).await? else {
+        return Ok(());
+    };
+    let id = seed::demo_run(&pool, &config.default_site)
+        .await
+        .map_err(ApiRunError::Seed)?;
+    info!(op_run_id = %id, "demo run created");
+    pool.close().await;
+    Ok(())
+}
+
+/// Retries `op` with backoff until it succeeds or `shutdown` fires (then `None`).
+async fn retry_until<T, E, F, Fut>(shutdown: &CancellationToken, what: &str, mut op: F) -> Option<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match op().await {
+            Ok(v) => return Some(v),
+            Err(e) => {
+                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed, retrying");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}

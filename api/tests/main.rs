@@ -1,0 +1,10 @@
+//! Integration tests of mes-api against real PostgreSQL and nats-server (testkit's private
+//! servers, or the ones `EDGE_MES_TEST_DATABASE_URL` / `EDGE_MES_TEST_NATS_URL` name). Every test
+//! has its own database and its own stream names.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bad_input;
+mod lifecycle;
+mod relay;
+mod support;

@@ -1,0 +1,166 @@
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use mes_api::{AppState, Settings};
+use serde_json::Value;
+use sqlx::PgPool;
+use testkit::PgHandle;
+use tokio::sync::OnceCell;
+use tower::ServiceExt;
+
+/// One PostgreSQL server for the whole test binary; each test gets its own database.
+pub async fn pg() -> &'static PgHandle {
+    static PG: OnceCell<PgHandle> = OnceCell::const_new();
+    PG.get_or_init(|| async { testkit::pg_for_test().await.expect("postgres for test") })
+        .await
+}
+
+#[allow(dead_code)]
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub pool: PgPool,
+}
+
+/// A fresh migrated database with site BKK (Asia/Bangkok).
+pub async fn db() -> TestDb {
+    let name = testkit::unique_name("api");
+    let url = pg().await.create_database(&name).await.expect("create db");
+    let pool = mes_api::db::connect(&url, 60).await.expect("connect");
+    mes_api::db::migrate(&pool).await.expect("migrate");
+    mes_api::db::ensure_site(&pool, "BKK", "Asia/Bangkok")
+        .await
+        .expect("site");
+    TestDb { name, url, pool }
+}
+
+pub fn app(pool: &PgPool) -> Router {
+    mes_api::app(AppState::new(
+        pool.clone(),
+        None,
+        Settings {
+            default_site: "BKK".to_owned(),
+        },
+    ))
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    /// Asserts a problem+json answer with `status` naming `field`.
+    pub fn assert_problem(&self, status: u16, field: Option<&str>, context: &str) {
+        assert_eq!(self.status.as_u16(), status, "{context}: {}", self.body);
+        assert_eq!(
+            self.headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some("application/problem+json"),
+            "{context}"
+        );
+        assert_eq!(
+            self.body["status"].as_u64(),
+            Some(status as u64),
+            "{context}"
+        );
+        assert!(
+            self.body["type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("urn:edge-mes:problem:")),
+            "{context}: {}",
+            self.body
+        );
+        assert!(self.body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+        if let Some(field) = field {
+            assert_eq!(
+                self.body["field"].as_str(),
+                Some(field),
+                "{context}: {}",
+                self.body
+            );
+            assert!(
+                self.body["detail"].as_str().unwrap().contains(field),
+                "{context}: detail names the field: {}",
+                self.body
+            );
+        }
+    }
+}
+
+/// One request through the router (no network).
+pub async fn call(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut request = Request::builder().method(method).uri(uri);
+    if body.is_some()
+        && !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        request = request.header("content-type", "application/json");
+    }
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let request = request
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(30), app.clone().oneshot(request))
+        .await
+        .expect("request timed out")
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub async fn post(app: &Router, uri: &str, body: Value) -> Answer {
+    call(app, Method::POST, uri, Some(&body.to_string()), &[]).await
+}
+
+pub async fn post_with_key(app: &Router, uri: &str, body: Value, key: &str) -> Answer {
+    call(
+        app,
+        Method::POST,
+        uri,
+        Some(&body.to_string()),
+        &[("idempotency-key", key)],
+    )
+    .await
+}
+
+pub async fn get(app: &Router, uri: &str) -> Answer {
+    call(app, Method::GET, uri, None, &[]).await
+}
+
+/// Starts a run and returns its id.
+pub async fn start_run(app: &Router, body: Value) -> String {
+    let a = post(app, "/op_run/start", body).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    a.body["op_run_id"].as_str().unwrap().to_owned()
+}
+
+pub async fn scalar_i64(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
+}
