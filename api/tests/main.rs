@@ -6,5 +6,6 @@
 
 mod bad_input;
 mod lifecycle;
+mod oee;
 mod relay;
 mod support;

@@ -1,0 +1,427 @@
+//! OEE fixtures computed by hand, written through the API, read from the MES views.
+//! ISO 22400-2: A = APT/PBT, E = PRU·PQ/APT, QR = GQ/PQ, OEE = PRU·GQ/PBT.
+
+use axum::http::StatusCode;
+use axum::Router;
+use chrono::NaiveDate;
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::support::*;
+
+#[derive(Debug, sqlx::FromRow)]
+struct OeeRow {
+    pbt_seconds: f64,
+    apt_seconds: f64,
+    pq: i64,
+    gq: i64,
+    availability: Option<f64>,
+    performance: Option<f64>,
+    quality: Option<f64>,
+    oee: Option<f64>,
+    performance_over_100: bool,
+    availability_null_reason: Option<String>,
+    performance_null_reason: Option<String>,
+    quality_null_reason: Option<String>,
+    oee_null_reason: Option<String>,
+}
+
+async fn oee_row(pool: &PgPool, resource: &str, shift: &str, date: &str) -> OeeRow {
+    let date = NaiveDate::parse_from_str(date, "%Y-%m-%d").unwrap();
+    sqlx::query_as(
+        "SELECT pbt_seconds, apt_seconds, pq, gq, availability, performance, quality, oee,
+                performance_over_100, availability_null_reason, performance_null_reason,
+                quality_null_reason, oee_null_reason
+         FROM v_oee_shift_real WHERE resource_id = $1 AND shift_name = $2 AND shift_date = $3",
+    )
+    .bind(resource)
+    .bind(shift)
+    .bind(date)
+    .fetch_one(pool)
+    .await
+    .unwrap_or_else(|e| panic!("no OEE row for {resource} {shift} {date}: {e}"))
+}
+
+#[track_caller]
+fn close(actual: Option<f64>, expected: f64, what: &str) {
+    let a = actual.unwrap_or_else(|| panic!("{what} is NULL, expected {expected}"));
+    assert!((a - expected).abs() < 1e-6, "{what}: {a} != {expected}");
+}
+
+impl OeeRow {
+    #[track_caller]
+    fn assert_kpis(&self, a: f64, e: f64, q: f64, oee: f64) {
+        close(self.availability, a, "availability");
+        close(self.performance, e, "performance");
+        close(self.quality, q, "quality");
+        close(self.oee, oee, "oee");
+        // OEE = A × E × QR holds exactly in this form.
+        close(Some(a * e * q), oee, "A*E*QR");
+    }
+}
+
+struct Run<'a> {
+    app: &'a Router,
+    id: String,
+}
+
+impl<'a> Run<'a> {
+    async fn start(
+        app: &'a Router,
+        resource: &str,
+        site: &str,
+        at: &str,
+        ict: Option<f64>,
+    ) -> Run<'a> {
+        let mut body = json!({"work_order_id":"WO-OEE","operation_id":"OP10","resource_id":resource,
+                              "site_id":site,"started_at":at,"planned_seconds":3600});
+        if let Some(ict) = ict {
+            body["ideal_cycle_time_s"] = json!(ict);
+        }
+        let id = start_run(app, body).await;
+        Run { app, id }
+    }
+
+    async fn report(&self, at: &str, good: i64, scrap: i64) {
+        let a = post(
+            self.app,
+            "/op_run/report",
+            json!({"op_run_id":self.id,"good_delta":good,"scrap_delta":scrap,"at":at}),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    }
+
+    async fn down(&self, reason: &str, from: &str, to: &str) {
+        let a = post(
+            self.app,
+            "/op_run/pause",
+            json!({"op_run_id":self.id,"reason_code":reason,"at":from}),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        let a = post(
+            self.app,
+            "/op_run/resume",
+            json!({"op_run_id":self.id,"at":to}),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    }
+
+    async fn complete(&self, at: &str) {
+        let a = post(
+            self.app,
+            "/op_run/complete",
+            json!({"op_run_id":self.id,"ended_at":at}),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    }
+}
+
+async fn add_site(pool: &PgPool, site: &str, zone: &str) {
+    mes_api::db::ensure_site(pool, site, zone).await.unwrap();
+}
+
+#[tokio::test]
+async fn run_inside_one_shift() {
+    let t = db().await;
+    let app = app(&t.pool);
+    // BKK Day shift of 2026-01-05 is 08:00-16:00 +07 = 01:00Z-09:00Z.
+    let run = Run::start(&app, "R1", "BKK", "2026-01-05T02:00:00Z", Some(1.5)).await;
+    run.report("2026-01-05T03:00:00Z", 400, 10).await;
+    run.report("2026-01-05T05:30:00Z", 380, 10).await;
+    run.complete("2026-01-05T06:00:00Z").await;
+    let r = oee_row(&t.pool, "R1", "Day", "2026-01-05").await;
+    assert_eq!(
+        (r.pbt_seconds, r.apt_seconds, r.pq, r.gq),
+        (14_400.0, 14_400.0, 800, 780)
+    );
+    // A = 14400/14400, E = 1.5·800/14400, QR = 780/800, OEE = 1.5·780/14400
+    r.assert_kpis(1.0, 1200.0 / 14_400.0, 0.975, 1170.0 / 14_400.0);
+    assert!(!r.performance_over_100);
+    let shifts = scalar_i64(&t.pool, "SELECT count(*) FROM v_oee_shift_real").await;
+    assert_eq!(shifts, 1, "a run inside one shift touches one shift");
+}
+
+#[tokio::test]
+async fn run_across_two_shifts_is_split_by_time_and_counts_by_report_time() {
+    let t = db().await;
+    let app = app(&t.pool);
+    // 06:00Z-11:00Z = 13:00-18:00 Bangkok: 3 h of Day (until 09:00Z), 2 h of Evening.
+    let run = Run::start(&app, "R2", "BKK", "2026-01-05T06:00:00Z", Some(2.0)).await;
+    run.report("2026-01-05T08:00:00Z", 5000, 0).await;
+    run.report("2026-01-05T08:30:00Z", 0, 100).await;
+    run.report("2026-01-05T10:00:00Z", 4000, 50).await;
+    run.complete("2026-01-05T11:00:00Z").await;
+
+    let day = oee_row(&t.pool, "R2", "Day", "2026-01-05").await;
+    assert_eq!((day.pbt_seconds, day.pq, day.gq), (10_800.0, 5100, 5000));
+    day.assert_kpis(
+        1.0,
+        2.0 * 5100.0 / 10_800.0,
+        5000.0 / 5100.0,
+        2.0 * 5000.0 / 10_800.0,
+    );
+
+    let evening = oee_row(&t.pool, "R2", "Evening", "2026-01-05").await;
+    assert_eq!(
+        (evening.pbt_seconds, evening.pq, evening.gq),
+        (7_200.0, 4050, 4000)
+    );
+    // E = 2·4050/7200 = 1.125: flagged, not clamped.
+    evening.assert_kpis(1.0, 1.125, 4000.0 / 4050.0, 8000.0 / 7_200.0);
+    assert!(evening.performance_over_100);
+
+    // The day roll-up sums the elements, then divides: ΣPRU·GQ/ΣPBT = 18000/18000 = 1, not the
+    // mean of the two shifts' OEE (1.0185...).
+    let (pbt, oee): (f64, Option<f64>) =
+        sqlx::query_as("SELECT pbt_seconds, oee FROM v_oee_day_real WHERE resource_id = 'R2'")
+            .fetch_one(&t.pool)
+            .await
+            .unwrap();
+    assert_eq!(pbt, 18_000.0);
+    close(oee, 1.0, "day oee");
+    let (site_pbt, site_oee): (f64, Option<f64>) =
+        sqlx::query_as("SELECT pbt_seconds, oee FROM v_oee_site_day WHERE site_id = 'BKK'")
+            .fetch_one(&t.pool)
+            .await
+            .unwrap();
+    assert_eq!(site_pbt, 18_000.0);
+    close(site_oee, 1.0, "site oee");
+}
+
+#[tokio::test]
+async fn downtime_lands_in_its_loss_bucket_and_breaks_leave_planned_time() {
+    let t = db().await;
+    let app = app(&t.pool);
+    // A 30-minute planned break at 04:00 local in BKK's Night shift (21:00Z-21:30Z the day before).
+    sqlx::query(
+        "INSERT INTO shift_breaks (shift_definition_id, break_name, start_local, duration)
+         SELECT id, 'meal', '04:00', interval '30 minutes' FROM shift_definitions
+         WHERE site_id = 'BKK' AND shift_name = 'Night'",
+    )
+    .execute(&t.pool)
+    .await
+    .unwrap();
+    // Night of 2026-01-06 = 2026-01-05T17:00Z .. 2026-01-06T01:00Z; the run covers all of it.
+    let run = Run::start(&app, "R3", "BKK", "2026-01-05T17:00:00Z", Some(1.0)).await;
+    run.down("breakdown", "2026-01-05T18:00:00Z", "2026-01-05T18:30:00Z")
+        .await; // availability, failure
+    run.down(
+        "planned_maintenance",
+        "2026-01-05T20:00:00Z",
+        "2026-01-05T21:00:00Z",
+    )
+    .await; // excluded
+    run.down("minor_stop", "2026-01-05T22:00:00Z", "2026-01-05T22:10:00Z")
+        .await; // performance
+    run.report("2026-01-05T23:00:00Z", 20_000, 400).await;
+    run.complete("2026-01-06T01:00:00Z").await;
+
+    // PBT = 28800 − 3600 (excluded) − 1800 (break) = 23400; APT = 23400 − 1800 = 21600.
+    let r = oee_row(&t.pool, "R3", "Night", "2026-01-06").await;
+    assert_eq!((r.pbt_seconds, r.apt_seconds), (23_400.0, 21_600.0));
+    r.assert_kpis(
+        21_600.0 / 23_400.0,
+        20_400.0 / 21_600.0,
+        20_000.0 / 20_400.0,
+        20_000.0 / 23_400.0,
+    );
+
+    let (brk, excl, avail_loss, perf_loss, planned, unplanned): (f64, f64, f64, f64, f64, f64) =
+        sqlx::query_as(
+            "SELECT planned_break_seconds, excluded_seconds, availability_loss_seconds,
+                performance_loss_seconds, planned_downtime_seconds, unplanned_downtime_seconds
+         FROM v_runtime_per_shift WHERE resource_id = 'R3'",
+        )
+        .fetch_one(&t.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        (brk, excl, avail_loss, perf_loss),
+        (1800.0, 3600.0, 1800.0, 600.0)
+    );
+    assert_eq!((planned, unplanned), (3600.0, 2400.0));
+
+    // MTBF = APT / failures, MTTR = failure downtime / failures.
+    let (fe, mtbf, mttr): (i32, Option<f64>, Option<f64>) = sqlx::query_as(
+        "SELECT failure_events, mtbf_seconds, mttr_seconds FROM v_mtbf_mttr_per_day WHERE resource_id = 'R3'",
+    )
+    .fetch_one(&t.pool)
+    .await
+    .unwrap();
+    assert_eq!(fe, 1);
+    close(mtbf, 21_600.0, "mtbf");
+    close(mttr, 1_800.0, "mttr");
+
+    // Reclassifying a reason (configurable bucket) changes the views at once: a breakdown that
+    // counts as a performance loss stays in APT.
+    sqlx::query(
+        "UPDATE downtime_reasons SET loss_bucket = 'performance' WHERE reason_code = 'breakdown'",
+    )
+    .execute(&t.pool)
+    .await
+    .unwrap();
+    let r = oee_row(&t.pool, "R3", "Night", "2026-01-06").await;
+    assert_eq!((r.pbt_seconds, r.apt_seconds), (23_400.0, 23_400.0));
+    r.assert_kpis(
+        1.0,
+        20_400.0 / 23_400.0,
+        20_000.0 / 20_400.0,
+        20_000.0 / 23_400.0,
+    );
+}
+
+#[tokio::test]
+async fn dst_nights_last_seven_or_nine_hours_in_berlin() {
+    let t = db().await;
+    let app = app(&t.pool);
+    add_site(&t.pool, "BER", "Europe/Berlin").await;
+    // 2026-03-29: 02:00 CET → 03:00 CEST. Night 00:00 (+01) .. 08:00 (+02) = 23:00Z .. 06:00Z.
+    let spring = Run::start(&app, "BER-1", "BER", "2026-03-28T23:00:00Z", Some(1.0)).await;
+    spring.report("2026-03-29T03:00:00Z", 12_600, 0).await;
+    spring.complete("2026-03-29T06:00:00Z").await;
+    let r = oee_row(&t.pool, "BER-1", "Night", "2026-03-29").await;
+    assert_eq!(r.pbt_seconds, 7.0 * 3600.0, "the spring night lasts 7 h");
+    r.assert_kpis(1.0, 0.5, 1.0, 0.5);
+    // 2026-10-25: 03:00 CEST → 02:00 CET. Night 00:00 (+02) .. 08:00 (+01) = 22:00Z .. 07:00Z.
+    let autumn = Run::start(&app, "BER-1", "BER", "2026-10-24T22:00:00Z", Some(1.0)).await;
+    autumn.report("2026-10-25T03:00:00Z", 16_200, 0).await;
+    autumn.complete("2026-10-25T07:00:00Z").await;
+    let r = oee_row(&t.pool, "BER-1", "Night", "2026-10-25").await;
+    assert_eq!(r.pbt_seconds, 9.0 * 3600.0, "the autumn night lasts 9 h");
+    r.assert_kpis(1.0, 0.5, 1.0, 0.5);
+    // Neighbouring shifts keep 8 h and meet without gap or overlap.
+    let rows: Vec<(String, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT shift_name, starts_at, ends_at FROM edge_mes_shift_instances('2026-10-24', '2026-10-25', 'BER')
+         ORDER BY starts_at",
+    )
+    .fetch_all(&t.pool)
+    .await
+    .unwrap();
+    let hours: Vec<i64> = rows.iter().map(|(_, s, e)| (*e - *s).num_hours()).collect();
+    assert_eq!(hours, [8, 8, 8, 9, 8, 8]);
+    for pair in rows.windows(2) {
+        assert_eq!(pair[0].2, pair[1].1, "shifts are contiguous");
+    }
+    // Policy for local times that do not exist or occur twice (PostgreSQL's AT TIME ZONE): a
+    // nonexistent 02:30 moves later (03:30 CEST = 01:30Z); an ambiguous 02:30 is the later
+    // instant (02:30 CET = 01:30Z).
+    sqlx::query("INSERT INTO shift_definitions (site_id, shift_name, start_local, duration) VALUES ('BER', 'Odd', '02:30', '1 hour')")
+        .execute(&t.pool)
+        .await
+        .unwrap();
+    let odd: Vec<String> = sqlx::query_scalar(
+        "SELECT to_char(starts_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') || '/' ||
+                to_char(ends_at AT TIME ZONE 'UTC', 'HH24:MI')
+         FROM edge_mes_shift_instances('2026-03-29', '2026-10-25', 'BER')
+         WHERE shift_name = 'Odd' AND shift_date IN ('2026-03-29', '2026-10-25') ORDER BY starts_at",
+    )
+    .fetch_all(&t.pool)
+    .await
+    .unwrap();
+    assert_eq!(odd, ["2026-03-29 01:30/01:30", "2026-10-25 01:30/02:30"]);
+}
+
+#[tokio::test]
+async fn dst_nights_last_seven_or_nine_hours_in_chicago() {
+    let t = db().await;
+    let app = app(&t.pool);
+    add_site(&t.pool, "CHI", "America/Chicago").await;
+    // 2026-03-08: 02:00 CST → 03:00 CDT. Night 00:00 (−06) .. 08:00 (−05) = 06:00Z .. 13:00Z.
+    let spring = Run::start(&app, "CHI-1", "CHI", "2026-03-08T06:00:00Z", Some(0.5)).await;
+    spring.report("2026-03-08T12:59:00Z", 40_000, 1_000).await;
+    spring.complete("2026-03-08T13:00:00Z").await;
+    let r = oee_row(&t.pool, "CHI-1", "Night", "2026-03-08").await;
+    assert_eq!(r.pbt_seconds, 25_200.0);
+    r.assert_kpis(
+        1.0,
+        0.5 * 41_000.0 / 25_200.0,
+        40_000.0 / 41_000.0,
+        0.5 * 40_000.0 / 25_200.0,
+    );
+    // 2026-11-01: 02:00 CDT → 01:00 CST. Night 00:00 (−05) .. 08:00 (−06) = 05:00Z .. 14:00Z; this
+    // run starts at 01:30 local (the second, CST one = 07:30Z) with a stop across the change.
+    let autumn = Run::start(&app, "CHI-1", "CHI", "2026-11-01T05:00:00Z", Some(0.5)).await;
+    autumn
+        .down("breakdown", "2026-11-01T06:00:00Z", "2026-11-01T08:00:00Z")
+        .await;
+    autumn.report("2026-11-01T14:00:00Z", 30_000, 0).await;
+    autumn.complete("2026-11-01T14:00:00Z").await;
+    let r = oee_row(&t.pool, "CHI-1", "Night", "2026-11-01").await;
+    assert_eq!((r.pbt_seconds, r.apt_seconds), (32_400.0, 25_200.0));
+    // The count at the run's very end belongs to the shift the run ends in (Night, not Day).
+    assert_eq!(r.pq, 30_000);
+    r.assert_kpis(
+        25_200.0 / 32_400.0,
+        15_000.0 / 25_200.0,
+        1.0,
+        15_000.0 / 32_400.0,
+    );
+}
+
+#[tokio::test]
+async fn run_without_counts_gives_null_with_reasons_and_quality_from_readings() {
+    let t = db().await;
+    let app = app(&t.pool);
+    let run = Run::start(&app, "R4", "BKK", "2026-01-05T02:00:00Z", Some(1.0)).await;
+    run.complete("2026-01-05T04:00:00Z").await;
+    let r = oee_row(&t.pool, "R4", "Day", "2026-01-05").await;
+    close(r.availability, 1.0, "availability");
+    assert_eq!((r.performance, r.quality, r.oee), (None, None, None));
+    assert_eq!(r.availability_null_reason, None);
+    assert_eq!(r.performance_null_reason.as_deref(), Some("no_counts"));
+    assert_eq!(r.quality_null_reason.as_deref(), Some("no_counts"));
+    assert_eq!(r.oee_null_reason.as_deref(), Some("no_counts"));
+
+    // Without counts, quality comes from yield readings during the shift, as the seed does.
+    sqlx::query(
+        "INSERT INTO readings (ts, site, resource_id, sensor, value) VALUES
+         ('2026-01-05T02:10:00Z', 'BKK', 'R4', 'yield', 0.98),
+         ('2026-01-05T02:20:00Z', 'BKK', 'R4', 'yield', 0.96),
+         ('2026-01-05T02:20:00Z', 'BKK', 'R4', 'defect_rate', 0.5),
+         ('2026-01-05T02:20:00Z', 'BKK', 'R5', 'yield', 0.10)",
+    )
+    .execute(&t.pool)
+    .await
+    .unwrap();
+    let (q, source): (Option<f64>, Option<String>) = sqlx::query_as(
+        "SELECT quality, quality_source FROM v_quality_per_shift WHERE resource_id = 'R4'",
+    )
+    .fetch_one(&t.pool)
+    .await
+    .unwrap();
+    close(q, 0.97, "quality from yield");
+    assert_eq!(source.as_deref(), Some("yield_readings"));
+}
+
+#[tokio::test]
+async fn zero_planned_time_is_null_with_a_reason_and_active_runs_end_at_now() {
+    let t = db().await;
+    let app = app(&t.pool);
+    let run = Run::start(&app, "R6", "BKK", "2026-01-05T02:00:00Z", Some(1.0)).await;
+    run.down("no_order", "2026-01-05T02:00:00Z", "2026-01-05T03:00:00Z")
+        .await;
+    run.complete("2026-01-05T03:00:00Z").await;
+    let r = oee_row(&t.pool, "R6", "Day", "2026-01-05").await;
+    assert_eq!(r.pbt_seconds, 0.0);
+    assert_eq!((r.availability, r.performance, r.oee), (None, None, None));
+    assert_eq!(
+        r.availability_null_reason.as_deref(),
+        Some("no_planned_time")
+    );
+    assert_eq!(r.oee_null_reason.as_deref(), Some("no_planned_time"));
+
+    // An active run is clipped at now().
+    let started = chrono::Utc::now() - chrono::Duration::hours(1);
+    Run::start(&app, "R7", "BKK", &started.to_rfc3339(), Some(1.0)).await;
+    let busy: f64 = sqlx::query_scalar(
+        "SELECT sum(busy_seconds) FROM v_runtime_per_shift WHERE resource_id = 'R7'",
+    )
+    .fetch_one(&t.pool)
+    .await
+    .unwrap();
+    assert!((3599.0..3700.0).contains(&busy), "busy {busy}");
+}
