@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{health, runs};
+use crate::{health, kpi, runs, spc, trace};
 
 /// Limits the router applies to every request.
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +66,9 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(runs::complete))
         .routes(routes!(runs::active))
         .routes(routes!(runs::get_run))
+        .routes(routes!(kpi::oee))
+        .routes(routes!(trace::work_order))
+        .routes(routes!(spc::spc))
 }
 
 /// The OpenAPI document of every route [`app`] serves.

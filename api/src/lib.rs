@@ -8,6 +8,9 @@
 //! - [`idempotency`]: `Idempotency-Key` claims and stored answers.
 //! - [`runs`]: run lifecycle endpoints; [`run_store`]: their SQL and run events.
 //! - [`relay`]: the outbox relay to JetStream.
+//! - [`kpi`]: `GET /kpi/oee` (OEE per shift, roll-up, MTBF/MTTR) from the SQL of the MES views.
+//! - [`trace`]: `GET /trace/work_order/{id}`.
+//! - [`spc`]: `GET /spc` (control limits, Western Electric rules, Cp/Cpk).
 //! - [`health`]: `/health`, `/ready`, `/metrics`, `/openapi.json`.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`seed`]: the demo run (`mes-api seed-demo`).
@@ -20,12 +23,15 @@ pub mod extract;
 pub mod health;
 pub mod http;
 pub mod idempotency;
+pub mod kpi;
 pub mod metrics;
 pub mod relay;
 pub mod run_store;
 pub mod runs;
 pub mod seed;
+pub mod spc;
 pub mod state;
+pub mod trace;
 
 use std::future::Future;
 use std::time::Duration;

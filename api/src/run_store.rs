@@ -178,6 +178,45 @@ pub async fn downtimes<'e>(
     Ok(sqlx::query_as(&sql).bind(id).fetch_all(exec).await?)
 }
 
+pub async fn runs_of_work_order(
+    tx: &mut PgConnection,
+    work_order_id: &str,
+) -> Result<Vec<RunRow>, ApiError> {
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM op_run WHERE work_order_id = $1 ORDER BY started_at, op_run_id"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(work_order_id)
+        .fetch_all(&mut *tx)
+        .await?)
+}
+
+/// Downtimes of several runs, with the run each belongs to.
+pub async fn downtimes_of_runs(
+    tx: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<Vec<(Uuid, DowntimeRow)>, ApiError> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        op_run_id: Uuid,
+        #[sqlx(flatten)]
+        downtime: DowntimeRow,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT d.op_run_id, d.id, d.reason_code, r.planned, r.loss_bucket, d.started_at,
+                d.ended_at, d.note
+         FROM op_run_downtime d JOIN downtime_reasons r USING (reason_code)
+         WHERE d.op_run_id = ANY ($1) ORDER BY d.started_at",
+    )
+    .bind(ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.op_run_id, r.downtime))
+        .collect())
+}
+
 pub async fn open_downtime(
     tx: &mut PgConnection,
     id: Uuid,
