@@ -8,5 +8,6 @@ mod bad_input;
 mod kpi;
 mod lifecycle;
 mod oee;
+mod ops;
 mod relay;
 mod support;

@@ -1,0 +1,217 @@
+//! OpenAPI coverage, health/ready/metrics, the demo seed and the binary's SIGTERM handling.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use axum::http::Method;
+use mes_api::{AppState, Settings};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::*;
+
+/// Every route the router serves. Adding a route without documenting it fails this test.
+const ROUTES: &[(&str, &str)] = &[
+    ("get", "/health"),
+    ("get", "/ready"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+    ("post", "/op_run/start"),
+    ("post", "/op_run/report"),
+    ("post", "/op_run/pause"),
+    ("post", "/op_run/resume"),
+    ("post", "/op_run/complete"),
+    ("get", "/op_run/active"),
+    ("get", "/op_run/{op_run_id}"),
+    ("get", "/kpi/oee"),
+    ("get", "/trace/work_order/{work_order_id}"),
+    ("get", "/spc"),
+];
+
+#[tokio::test]
+async fn openapi_document_matches_the_routes() {
+    let t = db().await;
+    let app = app(&t.pool);
+    let a = get(&app, "/openapi.json").await;
+    assert_eq!(a.status, 200);
+    assert!(a.body["openapi"].as_str().unwrap().starts_with("3."));
+    let mut documented = BTreeSet::new();
+    for (path, item) in a.body["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                documented.insert((method.clone(), path.clone()));
+            }
+        }
+    }
+    let expected: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented, expected);
+    // And every documented operation is really served (not the route-not-found fallback, not 405).
+    for (method, path) in &documented {
+        let uri = path
+            .replace("{op_run_id}", &uuid::Uuid::now_v7().to_string())
+            .replace("{work_order_id}", "WO-X");
+        let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let r = call(
+            &app,
+            method.clone(),
+            &uri,
+            (method == Method::POST).then_some("{}"),
+            &[],
+        )
+        .await;
+        assert_ne!(r.status.as_u16(), 405, "{method} {uri}");
+        assert_ne!(
+            r.body["type"], "urn:edge-mes:problem:route-not-found",
+            "{method} {uri}"
+        );
+    }
+    // Problem responses are documented as application/problem+json.
+    let report = &a.body["paths"]["/op_run/report"]["post"]["responses"];
+    assert!(
+        report["409"]["content"]["application/problem+json"].is_object(),
+        "{report}"
+    );
+    assert!(a.body["components"]["schemas"]["StartRun"].is_object());
+}
+
+#[tokio::test]
+async fn health_ready_and_metrics() {
+    let t = db().await;
+    let app = app(&t.pool);
+    let h = get(&app, "/health").await;
+    assert_eq!((h.status.as_u16(), &h.body), (200, &json!({"status":"ok"})));
+    // No NATS connection: not ready, and says which dependency is missing.
+    let r = get(&app, "/ready").await;
+    assert_eq!(r.status.as_u16(), 503);
+    assert_eq!(
+        r.body,
+        json!({"status":"not_ready","database":true,"nats":false})
+    );
+    let nats = testkit::NatsServer::start().await.unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let ready_app = mes_api::app(AppState::new(
+        t.pool.clone(),
+        Some(client),
+        Settings {
+            default_site: "BKK".into(),
+        },
+    ));
+    let r = get(&ready_app, "/ready").await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    assert_eq!(r.body["status"], "ready");
+
+    let m = call(&app, Method::GET, "/metrics", None, &[]).await;
+    assert_eq!(m.status.as_u16(), 200);
+    let text = m.body.as_str().unwrap_or_default().to_owned();
+    assert!(text.contains("mes_api_http_requests_total"), "{text}");
+    assert!(
+        text.contains(r#"route="/ready""#),
+        "route templates label the metrics: {text}"
+    );
+}
+
+#[tokio::test]
+async fn demo_seed_gives_oee_data_at_once() {
+    let t = db().await;
+    let id = mes_api::seed::demo_run(&t.pool, "BKK").await.unwrap();
+    let (pbt, apt, pq, gq): (f64, f64, i64, i64) = sqlx::query_as(
+        "SELECT sum(pbt_seconds), sum(apt_seconds), sum(pq)::int8, sum(gq)::int8 FROM v_oee_shift_real",
+    )
+    .fetch_one(&t.pool)
+    .await
+    .unwrap();
+    assert_eq!((pbt, apt, pq, gq), (14_400.0, 13_500.0, 800, 780));
+    let app = app(&t.pool);
+    let run = get(&app, &format!("/op_run/{id}")).await;
+    assert_eq!(run.body["status"], "completed");
+    assert_eq!(run.body["work_order_id"], "WO123");
+    assert_eq!(
+        (
+            run.body["good_units"].as_i64(),
+            run.body["scrap_units"].as_i64()
+        ),
+        (Some(780), Some(20))
+    );
+}
+
+/// A minimal HTTP/1.1 client for the binary test: (status, body).
+async fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Option<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok()?;
+    let status = out.split(' ').nth(1)?.parse().ok()?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+#[tokio::test]
+async fn binary_creates_its_database_serves_publishes_and_stops_on_sigterm() {
+    let name = testkit::unique_name("api_bin");
+    let db_url = pg().await.url(&name); // does not exist yet: the binary creates it
+    let nats = testkit::NatsServer::start().await.unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mes-api"))
+        .env("DATABASE_URL", &db_url)
+        .env("NATS_URL", nats.url())
+        .env("EDGE_NAMESPACE", &name)
+        .env("API_LISTEN", format!("127.0.0.1:{port}"))
+        .env("API_RELAY_POLL_MS", "50")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some((200, _)) = http(port, "GET", "/ready", None).await {
+            break;
+        }
+        assert!(Instant::now() < deadline, "mes-api did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = http(port, "POST", "/op_run/start", Some(&json!({"work_order_id":"WO123","operation_id":"OP10","resource_id":"SMT01","planned_seconds":14400,"ideal_cycle_time_s":1.5}))).await.unwrap();
+    assert_eq!(status, 201, "{body}");
+
+    // The started event reaches the stream.
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let names = protocol::OpRunNames::isolated(&name);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut stream) = js.get_stream(&names.stream).await {
+            if stream.info().await.unwrap().state.messages == 1 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "event not published");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let pid = child.id().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("mes-api did not stop within 15 s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+}
