@@ -165,6 +165,8 @@ async fn open_stream(
     consumer
         .stream()
         .max_messages_per_batch(settings.batch_max_messages * 2)
+        // Bounds what the client buffers ahead of the loaders.
+        .max_bytes_per_batch(settings.batch_max_bytes)
         .heartbeat(Duration::from_secs(5))
         .expires(Duration::from_secs(30))
         .messages()
