@@ -118,14 +118,12 @@ pub fn western_electric(values: &[f64], limits: &ControlLimits) -> Vec<Vec<u8>> 
             out[i].push(1);
         }
         for (rule, k, window, needed) in [(2u8, 2.0, 3usize, 2usize), (3, 1.0, 5, 4)] {
-            if i + 1 < window {
-                continue;
-            }
             let here = beyond(values[i], k);
             if here == 0 {
                 continue;
             }
-            let count = values[i + 1 - window..=i]
+            // At the start of the window fewer points exist; the pattern may complete early.
+            let count = values[(i + 1).saturating_sub(window)..=i]
                 .iter()
                 .filter(|&&v| beyond(v, k) == here)
                 .count();

@@ -29,7 +29,7 @@ pub struct SensorSummary {
 }
 
 /// Count reports of a run.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct CountSummary {
     pub reports: i64,
     pub good_units: i64,
@@ -89,9 +89,16 @@ pub async fn work_order(
         }
     }
     let ids: Vec<Uuid> = runs.iter().map(|r| r.op_run_id).collect();
-    let counts: Vec<(Uuid, i64, i64, i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = sqlx::query_as(
-        "SELECT op_run_id, count(*), coalesce(sum(good_delta), 0)::int8, coalesce(sum(scrap_delta), 0)::int8,
-                min(at), max(at)
+    #[derive(sqlx::FromRow)]
+    struct CountRow {
+        op_run_id: Uuid,
+        #[sqlx(flatten)]
+        summary: CountSummary,
+    }
+    let counts: Vec<CountRow> = sqlx::query_as(
+        "SELECT op_run_id, count(*) AS reports, coalesce(sum(good_delta), 0)::int8 AS good_units,
+                coalesce(sum(scrap_delta), 0)::int8 AS scrap_units, min(at) AS first_at,
+                max(at) AS last_at
          FROM op_run_count WHERE op_run_id = ANY ($1) GROUP BY op_run_id",
     )
     .bind(&ids)
@@ -128,14 +135,8 @@ pub async fn work_order(
             let end = run.ended_at.unwrap_or(now);
             let counts = counts
                 .iter()
-                .find(|c| c.0 == id)
-                .map(|c| CountSummary {
-                    reports: c.1,
-                    good_units: c.2,
-                    scrap_units: c.3,
-                    first_at: c.4,
-                    last_at: c.5,
-                })
+                .find(|c| c.op_run_id == id)
+                .map(|c| c.summary.clone())
                 .unwrap_or(CountSummary {
                     reports: 0,
                     good_units: 0,
