@@ -1,0 +1,309 @@
+//! Command line and environment. Every flag has an environment fallback; figures that `--quick`
+//! shrinks are `Option`s resolved by the accessor methods below.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// A part of the benchmark (issue 5 numbers them 1 to 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Part {
+    /// Part 1: backfill throughput of shipper + worker, with the `\copy` (1 and 2 streams) and
+    /// naive per-line INSERT baselines on the same server and schema.
+    Backfill,
+    /// Part 2: write-to-row latency under a steady load, then the catch-up after a NATS outage.
+    Live,
+    /// Part 3: mes-api load (not available yet: mes-api is still being written).
+    Api,
+    /// Part 4: edge-shipper memory and CPU while tailing many slow files.
+    Footprint,
+}
+
+/// End-to-end benchmark of edge-mes: edge-shipper and ingest-worker against real nats-server and
+/// PostgreSQL, measured against the database's own COPY rate and a naive per-line INSERT.
+///
+/// By default it starts its own private nats-server and PostgreSQL (testkit); with
+/// --use-env-servers it uses NATS_URL and DATABASE_URL instead, creating (and dropping) its own
+/// databases and isolated stream names there. It needs release builds of edge-shipper and
+/// ingest-worker next to itself and builds them when missing (unless --no-build). Environment
+/// variables of the two binaries (EDGE_*, INGEST_*, READINGS_*) are not passed on, so runs are
+/// reproducible; tune them with --shipper-arg / --worker-arg. Exit status: 0 when every row
+/// arrived exactly once and every process behaved (missed performance targets do not fail the
+/// run, the table shows them), 1 when a count or process check failed, 2 on an error.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "edge-mes-bench", version, about, long_about)]
+pub struct Config {
+    /// Smoke run of about a minute (CI): small figures everywhere; checks that the benchmark
+    /// works and every row arrives exactly once, not that it is fast.
+    #[arg(long, env = "BENCH_QUICK")]
+    pub quick: bool,
+
+    /// Parts to run, comma separated: backfill, live, footprint (api is accepted and reported as
+    /// not available yet).
+    #[arg(long, env = "BENCH_ONLY", value_enum, value_delimiter = ',',
+        default_values_t = [Part::Backfill, Part::Live, Part::Footprint])]
+    pub only: Vec<Part>,
+
+    /// Write every figure, the checks and the machine description to this JSON file.
+    #[arg(long, env = "BENCH_JSON")]
+    pub json: Option<PathBuf>,
+
+    /// Use the servers named by NATS_URL and DATABASE_URL instead of private ones. CPU of
+    /// nats-server and PostgreSQL is then not measured, and the NATS outage is skipped.
+    #[arg(long, env = "BENCH_USE_ENV_SERVERS")]
+    pub use_env_servers: bool,
+
+    /// NATS server (with JetStream) for --use-env-servers.
+    #[arg(long, env = "NATS_URL")]
+    pub nats_url: Option<String>,
+
+    /// PostgreSQL server for --use-env-servers: a URL of any database the user may connect to
+    /// and create databases from.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Never build edge-shipper and ingest-worker; fail when their release builds are missing.
+    #[arg(long, env = "BENCH_NO_BUILD")]
+    pub no_build: bool,
+
+    /// Always run `cargo build --release -p edge-shipper -p ingest-worker` first, so the
+    /// measured binaries match the sources (otherwise only when they are missing).
+    #[arg(long, env = "BENCH_REBUILD", conflicts_with = "no_build")]
+    pub rebuild: bool,
+
+    /// Directory for generated files, state and process logs; default: a new temp dir.
+    #[arg(long, env = "BENCH_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+
+    /// Keep the work dir (generated data, copy files, logs of every process) afterwards.
+    #[arg(long, env = "BENCH_KEEP_WORK_DIR")]
+    pub keep_work_dir: bool,
+
+    /// Seed of the generated data.
+    #[arg(long, env = "BENCH_SEED", default_value_t = 42)]
+    pub seed: u64,
+
+    /// Backfill: readings to generate and load [default: 2000000; 100000 with --quick].
+    #[arg(long, env = "BENCH_READINGS")]
+    pub readings: Option<u64>,
+
+    /// Backfill: edge boxes, one edge-shipper process each.
+    #[arg(long, env = "BENCH_BOXES", default_value_t = 4,
+        value_parser = clap::value_parser!(u32).range(1..=99))]
+    pub boxes: u32,
+
+    /// Backfill: JSONL files per box.
+    #[arg(long, env = "BENCH_FILES_PER_BOX", default_value_t = 4,
+        value_parser = clap::value_parser!(u32).range(1..=999))]
+    pub files_per_box: u32,
+
+    /// Resources (SMT01, SMT02, ...) of the generated readings.
+    #[arg(long, env = "BENCH_RESOURCES", default_value_t = 50,
+        value_parser = clap::value_parser!(u32).range(1..=99))]
+    pub resources: u32,
+
+    /// Sensors per resource of the generated readings.
+    #[arg(long, env = "BENCH_SENSORS", default_value_t = 5,
+        value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub sensors: u32,
+
+    /// Backfill: ingest-worker processes.
+    #[arg(long, env = "BENCH_WORKERS", default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub workers: u32,
+
+    /// --concurrency of each ingest-worker [default: the worker's own default].
+    #[arg(long, env = "BENCH_WORKER_CONCURRENCY")]
+    pub worker_concurrency: Option<u32>,
+
+    /// Backfill: --until-idle of the workers, in seconds (does not count in the measured time,
+    /// which ends when the last row is committed).
+    #[arg(long, env = "BENCH_UNTIL_IDLE_SECS", default_value_t = 3)]
+    pub until_idle_secs: u64,
+
+    /// Backfill: give up when not every row is committed after this many seconds.
+    #[arg(long, env = "BENCH_BACKFILL_TIMEOUT_SECS", default_value_t = 1800)]
+    pub backfill_timeout_secs: u64,
+
+    /// Backfill: skip the `\copy` and naive-INSERT baselines.
+    #[arg(long, env = "BENCH_NO_BASELINES")]
+    pub no_baselines: bool,
+
+    /// Naive baseline: lines inserted one INSERT each [default: 20000; 2000 with --quick].
+    #[arg(long, env = "BENCH_NAIVE_SAMPLE")]
+    pub naive_sample: Option<u64>,
+
+    /// Live: files appended to at a steady rate.
+    #[arg(long, env = "BENCH_LIVE_FILES", default_value_t = 40,
+        value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub live_files: u32,
+
+    /// Live: edge boxes (edge-shipper processes) the files are spread over.
+    #[arg(long, env = "BENCH_LIVE_BOXES", default_value_t = 4,
+        value_parser = clap::value_parser!(u32).range(1..=99))]
+    pub live_boxes: u32,
+
+    /// Live: readings per second over all files [default: 20000; 5000 with --quick].
+    #[arg(long, env = "BENCH_LIVE_RATE")]
+    pub live_rate: Option<u32>,
+
+    /// Live: length of the measured window, in seconds [default: 60; 10 with --quick].
+    #[arg(long, env = "BENCH_LIVE_SECS")]
+    pub live_secs: Option<u64>,
+
+    /// Live: seconds of load before the measured window (processes discover the files and warm
+    /// up) [default: 5; 2 with --quick].
+    #[arg(long, env = "BENCH_LIVE_WARMUP_SECS")]
+    pub live_warmup_secs: Option<u64>,
+
+    /// Live: seconds NATS is stopped under load for the catch-up figure; 0 skips it
+    /// [default: 60; 5 with --quick].
+    #[arg(long, env = "BENCH_OUTAGE_SECS")]
+    pub outage_secs: Option<u64>,
+
+    /// Live: interval of the ledger poll that detects committed lines, in milliseconds.
+    #[arg(long, env = "BENCH_POLL_MS", default_value_t = 50,
+        value_parser = clap::value_parser!(u64).range(5..=1000))]
+    pub poll_ms: u64,
+
+    /// Live and footprint: give up waiting for the last lines after this many seconds.
+    #[arg(long, env = "BENCH_DRAIN_TIMEOUT_SECS", default_value_t = 600)]
+    pub drain_timeout_secs: u64,
+
+    /// Footprint: files tailed by one edge-shipper.
+    #[arg(long, env = "BENCH_FOOTPRINT_FILES", default_value_t = 200,
+        value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub footprint_files: u32,
+
+    /// Footprint: lines per second over all files.
+    #[arg(long, env = "BENCH_FOOTPRINT_RATE", default_value_t = 1000,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub footprint_rate: u32,
+
+    /// Footprint: seconds of tailing [default: 60; 10 with --quick].
+    #[arg(long, env = "BENCH_FOOTPRINT_SECS")]
+    pub footprint_secs: Option<u64>,
+
+    /// Extra argument(s) for every edge-shipper, e.g. --shipper-arg='--linger-ms 20' (split at
+    /// spaces; repeatable).
+    #[arg(
+        long,
+        env = "BENCH_SHIPPER_ARGS",
+        value_delimiter = ' ',
+        allow_hyphen_values = true
+    )]
+    pub shipper_arg: Vec<String>,
+
+    /// Extra argument(s) for every ingest-worker, e.g. --worker-arg='--batch-max-messages 128'
+    /// (split at spaces; repeatable).
+    #[arg(
+        long,
+        env = "BENCH_WORKER_ARGS",
+        value_delimiter = ' ',
+        allow_hyphen_values = true
+    )]
+    pub worker_arg: Vec<String>,
+}
+
+impl Config {
+    pub fn runs(&self, part: Part) -> bool {
+        self.only.contains(&part)
+    }
+
+    fn pick<T>(&self, value: Option<T>, full: T, quick: T) -> T {
+        value.unwrap_or(if self.quick { quick } else { full })
+    }
+
+    pub fn readings(&self) -> u64 {
+        self.pick(self.readings, 2_000_000, 100_000)
+    }
+
+    pub fn naive_sample(&self) -> u64 {
+        self.pick(self.naive_sample, 20_000, 2_000)
+    }
+
+    pub fn live_rate(&self) -> u32 {
+        self.pick(self.live_rate, 20_000, 5_000)
+    }
+
+    pub fn live_secs(&self) -> u64 {
+        self.pick(self.live_secs, 60, 10)
+    }
+
+    pub fn live_warmup_secs(&self) -> u64 {
+        self.pick(self.live_warmup_secs, 5, 2)
+    }
+
+    pub fn outage_secs(&self) -> u64 {
+        self.pick(self.outage_secs, 60, 5)
+    }
+
+    pub fn footprint_secs(&self) -> u64 {
+        self.pick(self.footprint_secs, 60, 10)
+    }
+
+    /// Extra shipper arguments, blanks dropped.
+    pub fn shipper_args(&self) -> Vec<String> {
+        self.shipper_arg
+            .iter()
+            .filter(|a| !a.is_empty())
+            .cloned()
+            .collect()
+    }
+
+    /// Extra worker arguments (with --worker-concurrency first), blanks dropped.
+    pub fn worker_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(c) = self.worker_concurrency {
+            args.extend(["--concurrency".to_owned(), c.to_string()]);
+        }
+        args.extend(self.worker_arg.iter().filter(|a| !a.is_empty()).cloned());
+        args
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_is_consistent_and_quick_shrinks_the_defaults() {
+        Config::command().debug_assert();
+        let full = Config::try_parse_from(["edge-mes-bench"]).unwrap();
+        assert_eq!(full.readings(), 2_000_000);
+        assert_eq!(full.live_rate(), 20_000);
+        assert_eq!(
+            (full.live_secs(), full.outage_secs(), full.footprint_secs()),
+            (60, 60, 60)
+        );
+        assert_eq!(full.only, vec![Part::Backfill, Part::Live, Part::Footprint]);
+        let quick =
+            Config::try_parse_from(["edge-mes-bench", "--quick", "--readings", "5000"]).unwrap();
+        assert_eq!(quick.readings(), 5000);
+        assert_eq!(quick.naive_sample(), 2_000);
+        assert_eq!(quick.live_secs(), 10);
+    }
+
+    #[test]
+    fn parts_and_passthrough_arguments_parse() {
+        let c = Config::try_parse_from([
+            "edge-mes-bench",
+            "--only",
+            "backfill,footprint",
+            "--worker-concurrency",
+            "4",
+            "--worker-arg=--batch-max-messages 128",
+            "--shipper-arg",
+            "--linger-ms 20",
+        ])
+        .unwrap();
+        assert!(c.runs(Part::Backfill) && c.runs(Part::Footprint) && !c.runs(Part::Live));
+        assert_eq!(
+            c.worker_args(),
+            ["--concurrency", "4", "--batch-max-messages", "128"]
+        );
+        assert_eq!(c.shipper_args(), ["--linger-ms", "20"]);
+    }
+}

@@ -1,0 +1,153 @@
+//! edge-mes-bench: the pipeline measured end to end against real nats-server and PostgreSQL,
+//! and against the database's own limits measured in the same run (issue 5).
+//!
+//! - [`config`]: flags and environment (`--quick`, `--only`, `--json`, sizes and rates).
+//! - [`binaries`]: the release builds of edge-shipper and ingest-worker (built when missing).
+//! - [`servers`]: private nats-server and PostgreSQL (testkit) or the ones in the environment.
+//! - [`stack`]: the benchmark context; one fresh database and NATS namespace per measurement.
+//! - [`monitored`]: child processes measured to their end (CPU time, peak RSS).
+//! - [`procstat`]: `/proc` readings (CPU ticks of processes and process trees, `VmHWM`).
+//! - [`generate`]: realistic JSONL readings (backfill files, live lines with their write time).
+//! - [`writer`]: appending lines at a steady rate and remembering each line's write time.
+//! - [`visibility`]: when each line became a committed row, from incremental ledger polls.
+//! - [`backfill`], [`baseline`]: part 1 (pipeline; `\copy` 1 and 2 streams; naive INSERT).
+//! - [`live`]: part 2 (write-to-row latency; catch-up after a NATS outage).
+//! - [`api`]: part 3 (not available yet).
+//! - [`footprint`]: part 4 (edge-shipper memory and CPU).
+//! - [`machine`], [`report`]: the machine description, targets, tables and JSON.
+
+pub mod api;
+pub mod backfill;
+pub mod baseline;
+pub mod binaries;
+pub mod config;
+pub mod footprint;
+pub mod generate;
+pub mod live;
+pub mod machine;
+pub mod monitored;
+pub mod procstat;
+pub mod report;
+pub mod servers;
+pub mod stack;
+pub mod visibility;
+pub mod writer;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tracing::{info, warn};
+
+pub use config::{Config, Part};
+use machine::Machine;
+use report::Report;
+use servers::Servers;
+use stack::Bench;
+
+/// Runs the selected parts, prints the tables, writes `--json`; returns the report (check
+/// [`Report::checks_passed`]). Errors of one part are recorded in the report and the next part
+/// still runs; only set-up failures (binaries, servers) are returned as errors.
+pub async fn run(config: Config, command: String) -> anyhow::Result<Report> {
+    let mut machine = Machine::describe();
+    let load = machine::load_1m();
+    if load > 0.5 * machine.cores as f64 {
+        warn!(
+            load,
+            cores = machine.cores,
+            "the machine is busy: figures will be lower and noisier than on a quiet machine"
+        );
+    }
+    let bins = binaries::locate(&config)?;
+    let (work, _temp) = work_dir(&config)?;
+    info!(dir = %work.display(), "work dir");
+    let servers = Servers::start(&config).await?;
+    machine.set_postgres(servers.postgres_version().await?);
+    let mut report = Report {
+        command,
+        quick: config.quick,
+        started_at: chrono::Utc::now().to_rfc3339(),
+        machine,
+        backfill: None,
+        baselines: None,
+        live: None,
+        footprint: None,
+        api: None,
+        targets: Vec::new(),
+        checks: Vec::new(),
+        errors: Vec::new(),
+    };
+    let json = config.json.clone();
+    let mut bench = Bench {
+        config,
+        bins,
+        servers,
+        work,
+    };
+
+    if bench.config.runs(Part::Backfill) {
+        if let Err(e) = backfill_part(&bench, &mut report).await {
+            report.errors.push(format!("backfill: {e:#}"));
+        }
+    }
+    if bench.config.runs(Part::Live) {
+        match live::run(&mut bench).await {
+            Ok((live, checks)) => {
+                report.live = Some(live);
+                report.checks.extend(checks);
+            }
+            Err(e) => report.errors.push(format!("live: {e:#}")),
+        }
+    }
+    if bench.config.runs(Part::Footprint) {
+        match footprint::run(&bench).await {
+            Ok((footprint, checks)) => {
+                report.footprint = Some(footprint);
+                report.checks.extend(checks);
+            }
+            Err(e) => report.errors.push(format!("footprint: {e:#}")),
+        }
+    }
+    if bench.config.runs(Part::Api) {
+        report.api = Some(api::not_available());
+    }
+
+    report.machine.load_end = machine::load_average();
+    report.evaluate();
+    println!("{}", report.render());
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+        info!(path = %path.display(), "wrote the JSON report");
+    }
+    Ok(report)
+}
+
+async fn backfill_part(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
+    let run = backfill::run(bench).await?;
+    report.backfill = Some(run.report);
+    report.checks.extend(run.checks);
+    if bench.config.no_baselines {
+        return bench.retire(run.deployment).await;
+    }
+    let sample = generate::sample_lines(&run.generated, bench.config.naive_sample())?;
+    let (baselines, checks) = baseline::run(bench, run.deployment, sample).await?;
+    report.baselines = Some(baselines);
+    report.checks.extend(checks);
+    Ok(())
+}
+
+/// The work dir; a temp dir (removed on drop unless `--keep-work-dir`) when none is given.
+fn work_dir(config: &Config) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
+    if let Some(dir) = &config.work_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        return Ok((dir.clone(), None));
+    }
+    let temp = tempfile::Builder::new()
+        .prefix("edge-mes-bench-")
+        .tempdir()
+        .context("create the work dir")?;
+    if config.keep_work_dir {
+        return Ok((temp.keep(), None));
+    }
+    Ok((temp.path().to_owned(), Some(temp)))
+}

@@ -1,0 +1,574 @@
+//! Every figure of a run (serialised to `--json`), the targets of issue 5 and the printed tables.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::machine::Machine;
+use crate::visibility::PollerSummary;
+
+/// The whole run.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub command: String,
+    pub quick: bool,
+    pub started_at: String,
+    pub machine: Machine,
+    pub backfill: Option<BackfillReport>,
+    pub baselines: Option<BaselineReport>,
+    pub live: Option<LiveReport>,
+    pub footprint: Option<FootprintReport>,
+    /// Part 3 (mes-api load) is not measured yet.
+    pub api: Option<String>,
+    pub targets: Vec<Target>,
+    pub checks: Vec<Check>,
+    /// Parts that failed with an error (their figures are missing).
+    pub errors: Vec<String>,
+}
+
+/// CPU seconds per process group over `wall_secs` (`None`: not measurable, e.g. external servers).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct CpuSplit {
+    pub wall_secs: f64,
+    pub shippers_secs: f64,
+    pub workers_secs: f64,
+    pub nats_secs: Option<f64>,
+    pub postgres_secs: Option<f64>,
+    /// This benchmark process (writer, poller, naive client).
+    pub bench_secs: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackfillReport {
+    pub readings: u64,
+    pub bytes: u64,
+    pub boxes: u32,
+    pub files: u32,
+    pub workers: u32,
+    pub worker_args: Vec<String>,
+    pub shipper_args: Vec<String>,
+    /// First process start to last row committed.
+    pub secs: f64,
+    pub readings_per_sec: f64,
+    pub mb_per_sec: f64,
+    /// When the last shipper had everything acknowledged and exited, from the first start.
+    pub shipped_secs: f64,
+    /// Shippers and workers: whole lifetime; servers: first start to last commit.
+    pub cpu: CpuSplit,
+    pub worker_peak_rss_kib: Vec<u64>,
+    pub shipper_peak_rss_kib: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CopyRun {
+    pub streams: u32,
+    pub rows: u64,
+    pub secs: f64,
+    pub rows_per_sec: f64,
+    pub postgres_cpu_secs: Option<f64>,
+    pub psql_cpu_secs: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NaiveRun {
+    pub rows: u64,
+    pub secs: f64,
+    pub rows_per_sec: f64,
+    pub postgres_cpu_secs: Option<f64>,
+    pub client_cpu_secs: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BaselineReport {
+    pub copy_file_bytes: u64,
+    pub copy_1: CopyRun,
+    pub copy_2: CopyRun,
+    pub naive: NaiveRun,
+}
+
+/// Delays in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Distribution {
+    pub count: u64,
+    pub mean: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl Distribution {
+    /// Of microsecond values (sorted here), reported in milliseconds.
+    pub fn of_micros(mut values: Vec<i64>) -> Self {
+        if values.is_empty() {
+            return Self::default();
+        }
+        values.sort_unstable();
+        let n = values.len();
+        let at = |q: f64| {
+            let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+            values[rank - 1] as f64 / 1000.0
+        };
+        Self {
+            count: n as u64,
+            mean: values.iter().map(|&v| v as f64).sum::<f64>() / n as f64 / 1000.0,
+            p50: at(0.50),
+            p95: at(0.95),
+            p99: at(0.99),
+            p999: at(0.999),
+            max: values[n - 1] as f64 / 1000.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CatchUp {
+    /// NATS stop to restart.
+    pub outage_secs: f64,
+    /// Lines written but not committed when NATS came back.
+    pub backlog_lines: u64,
+    /// Restart to the first line committed after it.
+    pub first_commit_secs: f64,
+    /// Restart until every line written before the restart is committed.
+    pub catch_up_secs: f64,
+    /// Lines committed per second during that time (backlog and new lines).
+    pub catch_up_rate: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveReport {
+    pub files: u32,
+    pub boxes: u32,
+    pub requested_rate: u32,
+    pub window_secs: f64,
+    /// Lines written in the window per second.
+    pub rate_held: f64,
+    /// Lines committed in the window per second.
+    pub commit_rate: f64,
+    pub latency_ms: Distribution,
+    pub poll_interval_ms: u64,
+    pub poller: PollerReport,
+    /// During the window.
+    pub cpu: CpuSplit,
+    pub writer_max_gap_ms: f64,
+    pub catch_up: Option<CatchUp>,
+    /// Why there is no catch-up figure, when there is none.
+    pub catch_up_skipped: Option<String>,
+    pub total_lines: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PollerReport {
+    pub polls: u64,
+    pub mean_poll_ms: f64,
+    pub max_poll_ms: f64,
+    pub foreign_rows: u64,
+    pub found_by_final_scan: u64,
+}
+
+impl From<PollerSummary> for PollerReport {
+    fn from(s: PollerSummary) -> Self {
+        Self {
+            polls: s.polls,
+            mean_poll_ms: s.mean_poll.as_secs_f64() * 1000.0,
+            max_poll_ms: s.max_poll.as_secs_f64() * 1000.0,
+            foreign_rows: s.foreign_rows,
+            found_by_final_scan: s.found_by_final_scan,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FootprintReport {
+    pub files: u32,
+    pub rate: u32,
+    pub secs: f64,
+    pub lines: u64,
+    pub peak_rss_kib: u64,
+    /// Shipper CPU over the whole run (start-up included), % of one core.
+    pub cpu_pct_whole: f64,
+    /// Shipper CPU after the first [`FootprintReport::warmup_secs`], % of one core.
+    pub cpu_pct_steady: f64,
+    pub warmup_secs: f64,
+}
+
+/// A target of issue 5 and how the run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub what: String,
+    pub target: String,
+    pub measured: String,
+    /// `None`: not measured in this run.
+    pub met: Option<bool>,
+}
+
+/// An exactly-once or process check; any failure makes the run exit non-zero.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub what: String,
+    pub expected: u64,
+    pub actual: u64,
+    pub ok: bool,
+}
+
+impl Check {
+    pub fn equal(what: impl Into<String>, expected: u64, actual: u64) -> Self {
+        Self {
+            what: what.into(),
+            expected,
+            actual,
+            ok: expected == actual,
+        }
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.digits$}"))
+}
+
+/// `12345678.9` → `12,345,679`.
+pub fn thousands(v: f64) -> String {
+    let n = v.round() as i64;
+    let digits = n.unsigned_abs().to_string();
+    let head = digits.len() % 3;
+    let mut out = digits[..head].to_owned();
+    for group in digits.as_bytes()[head..].chunks(3) {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(std::str::from_utf8(group).unwrap_or_default());
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+impl Report {
+    /// Fills [`Report::targets`] from the figures.
+    pub fn evaluate(&mut self) {
+        let mut t = Vec::new();
+        let pipeline = self.backfill.as_ref().map(|b| b.readings_per_sec);
+        let base = self.baselines.as_ref();
+        let ratio = |what: &str, goal: f64, base_rate: Option<f64>| {
+            let r = pipeline.zip(base_rate).map(|(p, b)| p / b);
+            Target {
+                what: what.to_owned(),
+                target: format!("≥ {goal}"),
+                measured: r.map_or_else(
+                    || "not measured".to_owned(),
+                    |r| {
+                        format!(
+                            "{r:.2} ({} / {} rows/s)",
+                            thousands(pipeline.unwrap_or(0.0)),
+                            thousands(base_rate.unwrap_or(0.0))
+                        )
+                    },
+                ),
+                met: r.map(|r| r >= goal),
+            }
+        };
+        t.push(ratio(
+            "backfill / \\copy 1 stream",
+            1.0,
+            base.map(|b| b.copy_1.rows_per_sec),
+        ));
+        t.push(ratio(
+            "backfill / \\copy 2 streams",
+            0.7,
+            base.map(|b| b.copy_2.rows_per_sec),
+        ));
+        t.push(ratio(
+            "backfill / naive INSERT",
+            50.0,
+            base.map(|b| b.naive.rows_per_sec),
+        ));
+        t.push(match &self.live {
+            Some(l) => Target {
+                what: format!(
+                    "live p99 write → row at {} readings/s",
+                    thousands(f64::from(l.requested_rate))
+                ),
+                target: "≤ 1000 ms at 20,000/s".to_owned(),
+                measured: format!(
+                    "{:.0} ms (rate held {}/s)",
+                    l.latency_ms.p99,
+                    thousands(l.rate_held)
+                ),
+                met: Some(
+                    l.latency_ms.p99 <= 1000.0 && l.rate_held >= 0.98 * f64::from(l.requested_rate),
+                ),
+            },
+            None => not_measured("live p99 write → row", "≤ 1000 ms at 20,000/s"),
+        });
+        match &self.footprint {
+            Some(f) => {
+                t.push(Target {
+                    what: format!("shipper peak RSS ({} files, {} lines/s)", f.files, f.rate),
+                    target: "≤ 20 MiB".to_owned(),
+                    measured: format!("{:.1} MiB", mib(f.peak_rss_kib)),
+                    met: Some(mib(f.peak_rss_kib) <= 20.0),
+                });
+                t.push(Target {
+                    what: format!(
+                        "shipper CPU ({} files, {} lines/s), steady",
+                        f.files, f.rate
+                    ),
+                    target: "≤ 5 % of one core".to_owned(),
+                    measured: format!(
+                        "{:.1} % (whole run incl. start: {:.1} %)",
+                        f.cpu_pct_steady, f.cpu_pct_whole
+                    ),
+                    met: Some(f.cpu_pct_steady <= 5.0),
+                });
+            }
+            None => {
+                t.push(not_measured("shipper peak RSS", "≤ 20 MiB"));
+                t.push(not_measured("shipper CPU", "≤ 5 % of one core"));
+            }
+        }
+        t.push(not_measured(
+            "API p99 at 1,000 reports/s (part 3)",
+            "≤ 20 ms",
+        ));
+        self.targets = t;
+    }
+
+    pub fn checks_passed(&self) -> bool {
+        self.errors.is_empty() && self.checks.iter().all(|c| c.ok)
+    }
+
+    /// The tables, in Markdown.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let m = &self.machine;
+        let _ = writeln!(
+            s,
+            "## edge-mes benchmark{}\n",
+            if self.quick {
+                " (--quick: smoke figures, not the full run)"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(s, "`{}`\n", self.command);
+        let _ = writeln!(
+            s,
+            "{} · {} cores · {} MiB · Linux {} · {} · nats-server {} · {} · commit {}{} · load {} → {}\n",
+            m.cpu_model, m.cores, m.memory_mib, m.kernel, m.rustc, m.nats_server, m.postgres_short,
+            m.git_commit, if m.git_dirty { " (dirty)" } else { "" }, m.load_start, m.load_end
+        );
+        let _ = writeln!(
+            s,
+            "### Targets\n\n| what | target | measured | |\n|---|---|---|---|"
+        );
+        for t in &self.targets {
+            let verdict = match t.met {
+                Some(true) => "met",
+                Some(false) => "**MISSED**",
+                None => "–",
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                t.what, t.target, t.measured, verdict
+            );
+        }
+        if let Some(b) = &self.backfill {
+            self.render_backfill(&mut s, b);
+        }
+        if let Some(l) = &self.live {
+            render_live(&mut s, l);
+        }
+        if let Some(f) = &self.footprint {
+            let _ = writeln!(
+                s,
+                "\n### Footprint (part 4)\n\n| figure | value |\n|---|---|"
+            );
+            let _ = writeln!(
+                s,
+                "| edge-shipper tailing | {} files, {} lines/s, {:.0} s ({} lines) |",
+                f.files,
+                f.rate,
+                f.secs,
+                thousands(f.lines as f64)
+            );
+            let _ = writeln!(s, "| peak RSS (VmHWM) | {:.1} MiB |", mib(f.peak_rss_kib));
+            let _ = writeln!(
+                s,
+                "| CPU, after {:.0} s warm-up | {:.2} % of one core |",
+                f.warmup_secs, f.cpu_pct_steady
+            );
+            let _ = writeln!(
+                s,
+                "| CPU, whole run | {:.2} % of one core |",
+                f.cpu_pct_whole
+            );
+            if let Some(b) = &self.backfill {
+                let peak = b.worker_peak_rss_kib.iter().max().copied().unwrap_or(0);
+                let _ = writeln!(
+                    s,
+                    "| ingest-worker peak RSS at full speed (backfill) | {:.1} MiB |",
+                    mib(peak)
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "\n### Exactly once\n\n| check | expected | actual | |\n|---|---|---|---|"
+        );
+        for c in &self.checks {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                c.what,
+                c.expected,
+                c.actual,
+                if c.ok { "ok" } else { "**FAILED**" }
+            );
+        }
+        for e in &self.errors {
+            let _ = writeln!(s, "\n**error:** {e}");
+        }
+        if let Some(api) = &self.api {
+            let _ = writeln!(s, "\nAPI (part 3): {api}");
+        }
+        s
+    }
+
+    fn render_backfill(&self, s: &mut String, b: &BackfillReport) {
+        let _ = writeln!(s, "\n### Backfill (part 1)\n\n| run | rows | seconds | rows/s | MB/s | PostgreSQL CPU s | client CPU s |\n|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "| pipeline: {} shipper(s) → NATS → {} worker(s) | {} | {:.2} | **{}** | {:.1} | {} | shippers {:.1}, workers {:.1}, nats {} |",
+            b.boxes, b.workers, thousands(b.readings as f64), b.secs, thousands(b.readings_per_sec), b.mb_per_sec,
+            opt(b.cpu.postgres_secs, 1), b.cpu.shippers_secs, b.cpu.workers_secs, opt(b.cpu.nats_secs, 1)
+        );
+        if let Some(base) = &self.baselines {
+            for c in [&base.copy_1, &base.copy_2] {
+                let _ = writeln!(
+                    s,
+                    "| `psql \\copy`, {} stream(s), same rows and schema | {} | {:.2} | {} | {:.1} | {} | psql {:.1} |",
+                    c.streams, thousands(c.rows as f64), c.secs, thousands(c.rows_per_sec),
+                    base.copy_file_bytes as f64 / 1e6 / c.secs, opt(c.postgres_cpu_secs, 1), c.psql_cpu_secs
+                );
+            }
+            let n = &base.naive;
+            let _ = writeln!(
+                s,
+                "| naive: parse + one INSERT per line, autocommit, 1 connection | {} | {:.2} | {} | – | {} | client {:.1} |",
+                thousands(n.rows as f64), n.secs, thousands(n.rows_per_sec), opt(n.postgres_cpu_secs, 1), n.client_cpu_secs
+            );
+        }
+        let total = b.cpu.shippers_secs
+            + b.cpu.workers_secs
+            + b.cpu.nats_secs.unwrap_or(0.0)
+            + b.cpu.postgres_secs.unwrap_or(0.0);
+        let pct = |v: f64| if total > 0.0 { 100.0 * v / total } else { 0.0 };
+        let _ = writeln!(
+            s,
+            "\nPipeline CPU split over {:.1} s wall ({:.2} cores busy on average): shippers {:.1} s ({:.0} %), workers {:.1} s ({:.0} %), nats-server {} s ({:.0} %), PostgreSQL {} s ({:.0} %). \
+             Shippers done after {:.2} s. Peak RSS: worker(s) {} MiB, shipper(s) {} MiB.",
+            b.cpu.wall_secs, total / b.cpu.wall_secs.max(1e-9),
+            b.cpu.shippers_secs, pct(b.cpu.shippers_secs), b.cpu.workers_secs, pct(b.cpu.workers_secs),
+            opt(b.cpu.nats_secs, 1), pct(b.cpu.nats_secs.unwrap_or(0.0)), opt(b.cpu.postgres_secs, 1), pct(b.cpu.postgres_secs.unwrap_or(0.0)),
+            b.shipped_secs,
+            list_mib(&b.worker_peak_rss_kib), list_mib(&b.shipper_peak_rss_kib)
+        );
+    }
+}
+
+fn render_live(s: &mut String, l: &LiveReport) {
+    let d = &l.latency_ms;
+    let _ = writeln!(s, "\n### Live (part 2)\n\n| figure | value |\n|---|---|");
+    let _ = writeln!(
+        s,
+        "| load | {} readings/s requested over {} files, {} boxes, {:.0} s window |",
+        thousands(f64::from(l.requested_rate)),
+        l.files,
+        l.boxes,
+        l.window_secs
+    );
+    let _ = writeln!(
+        s,
+        "| rate held (written / committed) | {} / {} readings/s |",
+        thousands(l.rate_held),
+        thousands(l.commit_rate)
+    );
+    let _ = writeln!(s, "| write → committed row, ms (n = {}) | p50 {:.0} · p95 {:.0} · p99 {:.0} · p99.9 {:.0} · max {:.0} |", thousands(d.count as f64), d.p50, d.p95, d.p99, d.p999, d.max);
+    let _ = writeln!(s, "| detection | ledger poll every {} ms (mean {:.1} ms, max {:.1} ms per poll); delays are upper bounds |", l.poll_interval_ms, l.poller.mean_poll_ms, l.poller.max_poll_ms);
+    let c = &l.cpu;
+    let pct = |v: f64| 100.0 * v / c.wall_secs.max(1e-9);
+    let _ = writeln!(
+        s,
+        "| CPU in the window, % of one core | shippers {:.0} · workers {:.0} · nats {} · PostgreSQL {} · bench {:.0} |",
+        pct(c.shippers_secs), pct(c.workers_secs),
+        c.nats_secs.map_or_else(|| "n/a".to_owned(), |v| format!("{:.0}", pct(v))),
+        c.postgres_secs.map_or_else(|| "n/a".to_owned(), |v| format!("{:.0}", pct(v))),
+        pct(c.bench_secs)
+    );
+    match (&l.catch_up, &l.catch_up_skipped) {
+        (Some(k), _) => {
+            let _ = writeln!(
+                s,
+                "| NATS outage under load | {:.1} s; backlog at restart {} lines |",
+                k.outage_secs,
+                thousands(k.backlog_lines as f64)
+            );
+            let _ = writeln!(s, "| catch-up | first commit {:.1} s after restart; backlog drained in {:.1} s at **{} readings/s** |", k.first_commit_secs, k.catch_up_secs, thousands(k.catch_up_rate));
+        }
+        (None, Some(why)) => {
+            let _ = writeln!(s, "| catch-up | skipped: {why} |");
+        }
+        (None, None) => {}
+    }
+}
+
+fn list_mib(kib: &[u64]) -> String {
+    kib.iter()
+        .map(|&k| format!("{:.1}", mib(k)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn not_measured(what: &str, target: &str) -> Target {
+    Target {
+        what: what.to_owned(),
+        target: target.to_owned(),
+        measured: "not measured in this run".to_owned(),
+        met: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let d = Distribution::of_micros((1..=1000).rev().map(|v| v * 1000).collect());
+        assert_eq!(d.count, 1000);
+        assert_eq!(
+            (d.p50, d.p95, d.p99, d.p999, d.max),
+            (500.0, 950.0, 990.0, 999.0, 1000.0)
+        );
+        assert!((d.mean - 500.5).abs() < 1e-9);
+        assert_eq!(Distribution::of_micros(vec![]).count, 0);
+        assert_eq!(Distribution::of_micros(vec![7_000]).p99, 7.0);
+    }
+
+    #[test]
+    fn thousands_are_separated() {
+        assert_eq!(thousands(0.0), "0");
+        assert_eq!(thousands(999.4), "999");
+        assert_eq!(thousands(1_000.0), "1,000");
+        assert_eq!(thousands(2_345_678.0), "2,345,678");
+        assert_eq!(thousands(-12_345.0), "-12,345");
+    }
+}
