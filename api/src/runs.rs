@@ -4,6 +4,7 @@
 //! `good_detla` must not silently count nothing). Each POST is one transaction: lock the run,
 //! check the transition, write the change and its outbox event, store the Idempotency-Key answer.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -593,8 +594,9 @@ pub async fn active(State(state): State<AppState>) -> Result<Json<ActiveRuns>, A
         (status = 404, description = "unknown run", body = Problem, content_type = "application/problem+json")))]
 pub async fn get_run(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    raw: Result<Path<String>, PathRejection>,
 ) -> Result<Json<RunDetail>, ApiError> {
+    let Path(raw) = raw.map_err(|e| ApiError::malformed("op_run_id", e.body_text()))?;
     let id = parse_uuid("op_run_id", &raw)?;
     let run = run_store::get_run(&state.pool, id)
         .await?

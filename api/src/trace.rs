@@ -1,6 +1,7 @@
 //! `GET /trace/work_order/{id}`: traceability of a work order — its runs, their counts and
 //! downtime, and per-sensor summaries of the readings its resources produced during its runs.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -65,8 +66,10 @@ pub struct WorkOrderTrace {
         (status = 404, description = "unknown work order", body = Problem, content_type = "application/problem+json")))]
 pub async fn work_order(
     State(state): State<AppState>,
-    Path(work_order_id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<WorkOrderTrace>, ApiError> {
+    let Path(work_order_id) =
+        path.map_err(|e| ApiError::malformed("work_order_id", e.body_text()))?;
     if work_order_id.is_empty() || work_order_id.len() > 128 {
         return Err(ApiError::malformed(
             "work_order_id",

@@ -315,6 +315,8 @@ async fn bad_queries_are_problems_naming_the_parameter() {
         ),
         ("/trace/work_order/NOPE", 404, None),
         ("/op_run/xyz", 400, Some("op_run_id")),
+        ("/op_run/%FF", 400, Some("op_run_id")),
+        ("/trace/work_order/%FF%FE", 400, Some("work_order_id")),
     ];
     for (uri, status, field) in cases {
         get(&app, uri)
