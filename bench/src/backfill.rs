@@ -9,6 +9,7 @@ use tracing::info;
 
 use crate::generate::{backfill_files, BackfillSpec, Generated};
 use crate::monitored::{wait_all, Monitored};
+use crate::procstat;
 use crate::report::{BackfillReport, Check, CpuSplit};
 use crate::stack::{Bench, Deployment};
 
@@ -58,6 +59,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Backfill> {
 
     let t0 = Instant::now();
     let before = bench.servers.cpu();
+    let bench_before = procstat::self_ticks();
     let mut workers = Vec::new();
     for w in 0..cfg.workers {
         let mut cmd = bench.worker(&dep);
@@ -80,6 +82,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Backfill> {
     let secs = (committed_at - t0).as_secs_f64();
     let after = bench.servers.cpu();
     let (nats_secs, postgres_secs) = after.since(&before);
+    let bench_secs = procstat::secs(procstat::self_ticks().saturating_sub(bench_before));
     info!(secs, rate = n as f64 / secs, "every row committed");
 
     let shipper_exits = wait_all(shippers, EXIT_LIMIT).await?;
@@ -119,7 +122,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Backfill> {
             workers_secs: worker_exits.iter().map(|e| e.cpu_secs()).sum(),
             nats_secs,
             postgres_secs,
-            bench_secs: 0.0,
+            bench_secs,
         },
         worker_peak_rss_kib: worker_exits.iter().map(|e| e.peak_rss_kib).collect(),
         shipper_peak_rss_kib: shipper_exits.iter().map(|e| e.peak_rss_kib).collect(),

@@ -319,7 +319,12 @@ mod tests {
         assert!(a.ends_with('\n') && b.ends_with('\n'));
         assert_eq!(format!("{a}{b}"), content);
         // Split by bytes (equal work per stream), within one line of the middle.
-        assert!(a.len().abs_diff(b.len()) <= 2 * 16, "{} {}", a.len(), b.len());
+        assert!(
+            a.len().abs_diff(b.len()) <= 2 * 16,
+            "{} {}",
+            a.len(),
+            b.len()
+        );
         assert_eq!(quote(Path::new("/t/it's")), "'/t/it''s'");
     }
 }

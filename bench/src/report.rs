@@ -290,21 +290,30 @@ impl Report {
             base.map(|b| b.naive.rows_per_sec),
         ));
         t.push(match &self.live {
-            Some(l) => Target {
-                what: format!(
-                    "live p99 write → row at {} readings/s",
-                    thousands(f64::from(l.requested_rate))
-                ),
-                target: "≤ 1000 ms at 20,000/s".to_owned(),
-                measured: format!(
-                    "{:.0} ms (rate held {}/s)",
-                    l.latency_ms.p99,
-                    thousands(l.rate_held)
-                ),
-                met: Some(
-                    l.latency_ms.p99 <= 1000.0 && l.rate_held >= 0.98 * f64::from(l.requested_rate),
-                ),
-            },
+            Some(l) => {
+                let at_target_rate = l.requested_rate >= 20_000;
+                Target {
+                    what: format!(
+                        "live p99 write → row at {} readings/s",
+                        thousands(f64::from(l.requested_rate))
+                    ),
+                    target: "≤ 1000 ms at 20,000/s".to_owned(),
+                    measured: format!(
+                        "{:.0} ms (rate held {}/s){}",
+                        l.latency_ms.p99,
+                        thousands(l.rate_held),
+                        if at_target_rate {
+                            ""
+                        } else {
+                            "; not judged below 20,000/s"
+                        }
+                    ),
+                    met: at_target_rate.then(|| {
+                        l.latency_ms.p99 <= 1000.0
+                            && l.rate_held >= 0.98 * f64::from(l.requested_rate)
+                    }),
+                }
+            }
             None => not_measured("live p99 write → row", "≤ 1000 ms at 20,000/s"),
         });
         match &self.footprint {
@@ -443,7 +452,7 @@ impl Report {
     }
 
     fn render_backfill(&self, s: &mut String, b: &BackfillReport) {
-        let _ = writeln!(s, "\n### Backfill (part 1)\n\n| run | rows | seconds | rows/s | MB/s | PostgreSQL CPU s | client CPU s |\n|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "\n### Backfill (part 1)\n\n| run | rows | seconds | rows/s | input MB/s | PostgreSQL CPU s | client CPU s |\n|---|---|---|---|---|---|---|");
         let _ = writeln!(
             s,
             "| pipeline: {} shipper(s) → NATS → {} worker(s) | {} | {:.2} | **{}** | {:.1} | {} | shippers {:.1}, workers {:.1}, nats {} |",

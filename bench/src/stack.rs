@@ -97,7 +97,8 @@ impl Bench {
         cmd.env("NATS_URL", self.servers.nats_url())
             .env("DATABASE_URL", &dep.db_url)
             .env("EDGE_NAMESPACE", &dep.namespace)
-            .env("RUST_LOG", "warn");
+            .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1");
         cmd
     }
 
