@@ -102,9 +102,9 @@ pub struct Config {
     )]
     pub request_timeout_ms: u64,
 
-    /// How often the outbox relay looks for unsent events when no notification arrives, in
-    /// milliseconds (it also wakes on every commit through LISTEN/NOTIFY).
-    #[arg(long, env = "API_RELAY_POLL_MS", default_value_t = 500, global = true)]
+    /// How often the outbox relay looks for events committed by other mes-api instances, in
+    /// milliseconds (this process's own commits wake it at once).
+    #[arg(long, env = "API_RELAY_POLL_MS", default_value_t = 100, global = true)]
     pub relay_poll_ms: u64,
 
     /// Most events the relay publishes per round trip (acks are awaited in order).

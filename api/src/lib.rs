@@ -112,6 +112,13 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ApiRunError> {
     let nats = connect_nats(&config).await?;
+    let state = AppState::new(
+        pool.clone(),
+        Some(nats.clone()),
+        Settings {
+            default_site: config.default_site.clone(),
+        },
+    );
     let tracker = TaskTracker::new();
     let relay_stop = CancellationToken::new();
     if !config.no_relay {
@@ -127,17 +134,11 @@ pub async fn serve(
                 idempotency_ttl_hours: config.idempotency_ttl_hours,
                 outbox_retention_days: config.outbox_retention_days,
             },
+            state.outbox_signal.clone(),
             relay_stop.clone(),
         ));
     }
     tracker.close();
-    let state = AppState::new(
-        pool.clone(),
-        Some(nats.clone()),
-        Settings {
-            default_site: config.default_site.clone(),
-        },
-    );
     let router = app_with_limits(
         state,
         Limits {

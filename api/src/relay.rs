@@ -10,24 +10,25 @@
 //! - NATS down: publishes fail or time out, nothing is marked, the batch is retried with backoff;
 //!   events wait in the outbox. A crash between PubAck and the commit of `sent_at` republishes
 //!   the same ids, which JetStream drops within the stream's duplicate window.
-//! - Latency: the relay wakes on `NOTIFY edge_mes_outbox` (a trigger on insert) and polls as a
-//!   fallback.
+//! - Latency: handlers wake this process's relay right after their commit (in-process, so commits
+//!   are not serialized the way `NOTIFY` would); events committed by other instances are found by
+//!   polling every `poll`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage, stream, Context};
 use bytes::Bytes;
 use protocol::streams::{OP_RUN_DUPLICATE_WINDOW, OP_RUN_MAX_AGE};
 use protocol::OpRunNames;
-use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use thiserror::Error;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 /// Advisory lock key of the relay (any constant unique in this database).
 const RELAY_LOCK_KEY: i64 = 0x6564_6765_6d65_7301;
-const NOTIFY_CHANNEL: &str = "edge_mes_outbox";
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
@@ -198,6 +199,7 @@ pub async fn run(
     pool: PgPool,
     client: async_nats::Client,
     settings: RelaySettings,
+    wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
     let js = context(client, settings.ack_timeout);
@@ -216,19 +218,6 @@ pub async fn run(
         }
         delay = (delay * 2).min(Duration::from_secs(5));
     }
-    let mut listener = match PgListener::connect_with(&pool).await {
-        Ok(mut l) => match l.listen(NOTIFY_CHANNEL).await {
-            Ok(()) => Some(l),
-            Err(e) => {
-                warn!(error = %e, "cannot LISTEN, polling only");
-                None
-            }
-        },
-        Err(e) => {
-            warn!(error = %e, "cannot LISTEN, polling only");
-            None
-        }
-    };
     let mut backoff = Duration::from_millis(100);
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING_EVERY);
     housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -274,21 +263,10 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(wait) => {}
             _ = housekeeping.tick() => housekeep(&pool, &settings).await,
-            n = next_notification(&mut listener), if wait == settings.poll => {
-                if n.is_err() {
-                    listener = None;
-                }
-            }
+            _ = wake.notified(), if wait == settings.poll => {}
         }
     }
     info!("outbox relay stopped");
-}
-
-async fn next_notification(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {
-    match listener {
-        Some(l) => l.recv().await.map(|_| ()),
-        None => std::future::pending().await,
-    }
 }
 
 async fn housekeep(pool: &PgPool, settings: &RelaySettings) {

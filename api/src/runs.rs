@@ -259,6 +259,7 @@ fn must_be_open(run: &RunRow) -> Result<(), ApiError> {
 }
 
 async fn respond(
+    state: &AppState,
     mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
     key: &IdempotencyKey,
     status: StatusCode,
@@ -268,6 +269,7 @@ async fn respond(
         .map_err(|e| ApiError::Internal(format!("cannot serialize answer: {e}")))?;
     idempotency::store(&mut tx, key, status, &value).await?;
     tx.commit().await?;
+    state.outbox_signal.notify_one();
     Ok((status, Json(value)).into_response())
 }
 
@@ -321,7 +323,7 @@ pub async fn start(
         None,
     );
     run_store::insert_event(&mut tx, &event).await?;
-    respond(tx, &key, StatusCode::CREATED, &Run::from(run)).await
+    respond(&state, tx, &key, StatusCode::CREATED, &Run::from(run)).await
 }
 
 /// Report good and scrap units made since the previous report.
@@ -363,7 +365,7 @@ pub async fn report(
         None,
     );
     run_store::record_report(&mut tx, &run, at, delta, &event).await?;
-    respond(tx, &key, StatusCode::OK, &Run::from(run)).await
+    respond(&state, tx, &key, StatusCode::OK, &Run::from(run)).await
 }
 
 /// Pause a running run: opens a downtime with a reason code (planned or unplanned per reason).
@@ -438,7 +440,7 @@ pub async fn pause(
         run: run.into(),
         downtime: downtime.into_iter().map(Downtime::from).collect(),
     };
-    respond(tx, &key, StatusCode::OK, &detail).await
+    respond(&state, tx, &key, StatusCode::OK, &detail).await
 }
 
 /// Resume a paused run: closes its open downtime.
@@ -487,7 +489,7 @@ pub async fn resume(
         run: run.into(),
         downtime: downtime.into_iter().map(Downtime::from).collect(),
     };
-    respond(tx, &key, StatusCode::OK, &detail).await
+    respond(&state, tx, &key, StatusCode::OK, &detail).await
 }
 
 /// Complete a run, optionally with final counters; closes an open downtime at the end time.
@@ -560,7 +562,7 @@ pub async fn complete(
         closed,
     );
     run_store::insert_event(&mut tx, &event).await?;
-    respond(tx, &key, StatusCode::OK, &Run::from(run)).await
+    respond(&state, tx, &key, StatusCode::OK, &Run::from(run)).await
 }
 
 /// Final total minus the reported total; a final total below it is a conflict.

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
+use tokio::sync::Notify;
 
 /// Settings handlers need (a subset of [`crate::Config`]).
 #[derive(Debug, Clone)]
@@ -19,6 +20,8 @@ pub struct AppState {
     pub nats: Option<async_nats::Client>,
     pub settings: Arc<Settings>,
     pub metrics: PrometheusHandle,
+    /// Wakes this process's outbox relay after a commit that wrote events.
+    pub outbox_signal: Arc<Notify>,
 }
 
 impl AppState {
@@ -28,6 +31,7 @@ impl AppState {
             nats,
             settings: Arc::new(settings),
             metrics: crate::metrics::handle(),
+            outbox_signal: Arc::new(Notify::new()),
         }
     }
 }

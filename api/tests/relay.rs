@@ -101,6 +101,7 @@ async fn events_wait_in_the_outbox_while_nats_is_down_and_arrive_once_in_order()
         t.pool.clone(),
         client,
         settings(&names),
+        Default::default(),
         stop.clone(),
     ));
 
@@ -223,6 +224,7 @@ async fn only_one_relay_publishes_at_a_time() {
             t.pool.clone(),
             client,
             settings(&names),
+            Default::default(),
             stop.clone(),
         )));
     }
