@@ -3,6 +3,8 @@
 //! them. Reading stops when the channel is full or too much is in flight, so the tailer never
 //! runs far ahead of JetStream.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,11 +20,11 @@ use crate::acked_offsets::AckedOffsets;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::config::{Config, ConfigError};
 use crate::metrics as m;
-use crate::publisher::{self, ConnectError, FailureLog, Outgoing};
+use crate::publisher::{self, ConnectError, FailureLog, Outgoing, PublishTarget};
 use crate::tailer::{TailEvent, Tailer};
 
-/// Chunks waiting between the tailer and the publisher.
-const CHANNEL_CAPACITY: usize = 8;
+/// Batches of tailer events waiting for the publisher (each at most about 1 MiB of chunks).
+const CHANNEL_CAPACITY: usize = 2;
 /// How long shutdown waits for messages in flight to be acknowledged.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
@@ -51,7 +53,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Ship
         info!(%addr, "metrics endpoint up");
     }
     let store = CheckpointStore::open(&config.state_dir)?;
-    let mut offsets = AckedOffsets::from_checkpoint(store.load()?, &config.box_id);
+    let offsets = AckedOffsets::from_checkpoint(store.load()?, &config.box_id);
     let names = config.names();
     let subject = async_nats::Subject::from(names.readings_subject(&config.site, &config.box_id));
     let js = publisher::connect(
@@ -72,80 +74,87 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Ship
         tokio::task::spawn_blocking(move || tailer.run(&stop))
     };
 
-    let failures = Arc::new(FailureLog::default());
-    let publish_metrics = m::PublishMetrics::new();
-    let mut in_flight = FuturesUnordered::new();
-    let mut in_flight_bytes = 0usize;
-    let max_in_flight = usize::try_from(config.max_in_flight).unwrap_or(usize::MAX);
+    let mut pipeline = Pipeline {
+        target: Arc::new(PublishTarget {
+            js,
+            subject,
+            failures: FailureLog::default(),
+            metrics: m::PublishMetrics::new(),
+        }),
+        site: config.site.clone(),
+        box_id: config.box_id.clone(),
+        offsets,
+        in_flight: FuturesUnordered::new(),
+        in_flight_bytes: 0,
+        max_in_flight: usize::try_from(config.max_in_flight).unwrap_or(usize::MAX),
+        max_in_flight_bytes: config.max_in_flight_bytes,
+        caught_up: false,
+    };
     let mut tick = tokio::time::interval(Duration::from_millis(config.checkpoint_interval_ms));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let ttl = Duration::from_secs(config.checkpoint_ttl_secs);
-    let mut caught_up = false;
+    let mut batch = Vec::new().into_iter();
     let mut tailer_gone = false;
 
     loop {
-        if caught_up && in_flight.is_empty() {
+        // Take events from the current batch only while under the in-flight limits.
+        while pipeline.has_room() {
+            let Some(event) = batch.next() else { break };
+            pipeline.take(event);
+        }
+        if pipeline.caught_up && pipeline.in_flight.is_empty() {
             break;
         }
-        let can_take = !tailer_gone
-            && in_flight.len() < max_in_flight
-            && in_flight_bytes < config.max_in_flight_bytes;
+        let want_batch = !tailer_gone && batch.len() == 0 && pipeline.has_room();
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            Some((msg, duplicate)) = in_flight.next(), if !in_flight.is_empty() => {
-                in_flight_bytes -= acked(&mut offsets, &msg, duplicate, &publish_metrics);
+            Some((msg, duplicate)) = pipeline.in_flight.next(), if !pipeline.in_flight.is_empty() => {
+                pipeline.acked(&msg, duplicate);
             }
-            event = rx.recv(), if can_take => match event {
-                Some(TailEvent::Chunk(chunk)) => {
-                    let msg = Outgoing::new(chunk, &config.site, &config.box_id);
-                    in_flight_bytes += msg.payload.len();
-                    in_flight.push(publisher::publish_until_acked(
-                        js.clone(), subject.clone(), msg, failures.clone(),
-                        publish_metrics.clone()));
-                }
-                Some(TailEvent::Begin { source, origin, offset }) => {
-                    offsets.begin(source, &origin, offset, Utc::now());
-                }
-                Some(TailEvent::Live(live)) => offsets.set_live(&live, Utc::now()),
-                Some(TailEvent::CaughtUp) => {
-                    caught_up = true;
-                    tailer_gone = true;
-                }
+            events = rx.recv(), if want_batch => match events {
+                Some(events) => batch = events.into_iter(),
                 None => {
-                    error!("the tailer stopped unexpectedly");
                     tailer_gone = true;
-                    break;
+                    if !pipeline.caught_up {
+                        error!("the tailer stopped unexpectedly");
+                        break;
+                    }
                 }
             },
             _ = tick.tick() => {
-                offsets.expire(Utc::now(), ttl);
-                save_if_dirty(&store, &mut offsets, &config.box_id).await;
-                metrics::gauge!(m::ACKS_IN_FLIGHT).set(in_flight.len() as f64);
-                let behind = unread.load(Ordering::Relaxed) + in_flight_bytes as u64;
+                pipeline.offsets.expire(Utc::now(), ttl);
+                save_if_dirty(&store, &mut pipeline.offsets, &config.box_id).await;
+                metrics::gauge!(m::ACKS_IN_FLIGHT).set(pipeline.in_flight.len() as f64);
+                let behind = unread.load(Ordering::Relaxed) + pipeline.in_flight_bytes as u64;
                 metrics::gauge!(m::BYTES_BEHIND).set(behind as f64);
             }
         }
     }
 
-    // Stop reading; chunks still in the channel were never published and are read again later.
+    // Stop reading; chunks not yet published are read again after a restart.
     tailer_stop.cancel();
     waker.wake();
     drop(rx);
-    if !in_flight.is_empty() {
-        info!(in_flight = in_flight.len(), "waiting for acks before exit");
+    if !pipeline.in_flight.is_empty() {
+        info!(
+            in_flight = pipeline.in_flight.len(),
+            "waiting for acks before exit"
+        );
         let drain = async {
-            while let Some((msg, duplicate)) = in_flight.next().await {
-                acked(&mut offsets, &msg, duplicate, &publish_metrics);
+            while let Some((msg, duplicate)) = pipeline.in_flight.next().await {
+                pipeline.acked(&msg, duplicate);
             }
         };
         if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
             warn!(
-                unacked = in_flight.len(),
+                unacked = pipeline.in_flight.len(),
                 "acks still missing at exit; those messages are re-sent on restart"
             );
         }
     }
+    let caught_up = pipeline.caught_up;
+    let mut offsets = pipeline.offsets;
     metrics::gauge!(m::ACKS_IN_FLIGHT).set(0.0);
     offsets.expire(Utc::now(), ttl);
     let file = offsets.snapshot(&config.box_id);
@@ -170,21 +179,58 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Ship
     Ok(())
 }
 
-/// Books an acknowledged message; returns its payload size.
-fn acked(
-    offsets: &mut AckedOffsets,
-    msg: &Outgoing,
-    duplicate: bool,
-    metrics: &m::PublishMetrics,
-) -> usize {
-    offsets.ack(msg.source(), msg.range(), Utc::now());
-    metrics.messages.increment(1);
-    metrics.lines.increment(msg.meta.lines);
-    metrics.bytes.increment(msg.range().len());
-    if duplicate {
-        tracing::debug!(msg_id = msg.msg_id(), "jetstream already had this message");
+type InFlight = Pin<Box<dyn Future<Output = (Outgoing, bool)> + Send>>;
+
+/// The publishing side: messages in flight and the offsets their acks move.
+struct Pipeline {
+    target: Arc<PublishTarget>,
+    site: String,
+    box_id: String,
+    offsets: AckedOffsets,
+    in_flight: FuturesUnordered<InFlight>,
+    in_flight_bytes: usize,
+    max_in_flight: usize,
+    max_in_flight_bytes: usize,
+    caught_up: bool,
+}
+
+impl Pipeline {
+    fn has_room(&self) -> bool {
+        self.in_flight.len() < self.max_in_flight && self.in_flight_bytes < self.max_in_flight_bytes
     }
-    msg.payload.len()
+
+    fn take(&mut self, event: TailEvent) {
+        match event {
+            TailEvent::Chunk(chunk) => {
+                let msg = Outgoing::new(chunk, &self.site, &self.box_id);
+                self.in_flight_bytes += msg.payload.len();
+                self.in_flight.push(Box::pin(publisher::publish_until_acked(
+                    self.target.clone(),
+                    msg,
+                )));
+            }
+            TailEvent::Begin {
+                source,
+                origin,
+                offset,
+            } => self.offsets.begin(source, &origin, offset, Utc::now()),
+            TailEvent::Live(live) => self.offsets.set_live(&live, Utc::now()),
+            TailEvent::CaughtUp => self.caught_up = true,
+        }
+    }
+
+    /// Books an acknowledged message.
+    fn acked(&mut self, msg: &Outgoing, duplicate: bool) {
+        self.offsets.ack(msg.source(), msg.range(), Utc::now());
+        self.in_flight_bytes -= msg.payload.len();
+        let metrics = &self.target.metrics;
+        metrics.messages.increment(1);
+        metrics.lines.increment(msg.meta.lines);
+        metrics.bytes.increment(msg.range().len());
+        if duplicate {
+            tracing::debug!(msg_id = msg.msg_id(), "jetstream already had this message");
+        }
+    }
 }
 
 async fn save_if_dirty(store: &CheckpointStore, offsets: &mut AckedOffsets, box_id: &str) {

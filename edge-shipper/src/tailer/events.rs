@@ -47,21 +47,21 @@ pub enum TailEvent {
 #[error("the event receiver is closed")]
 pub struct SinkClosed;
 
-/// Where the tailer puts its events. Blocking: a full sink is how back-pressure reaches the
-/// tailer.
+/// Where the tailer puts its events, in order, a batch at a time. Blocking: a full sink is how
+/// back-pressure reaches the tailer.
 pub trait EventSink {
-    fn send(&mut self, event: TailEvent) -> Result<(), SinkClosed>;
+    fn send(&mut self, events: Vec<TailEvent>) -> Result<(), SinkClosed>;
 }
 
 impl EventSink for Vec<TailEvent> {
-    fn send(&mut self, event: TailEvent) -> Result<(), SinkClosed> {
-        self.push(event);
+    fn send(&mut self, events: Vec<TailEvent>) -> Result<(), SinkClosed> {
+        self.extend(events);
         Ok(())
     }
 }
 
-impl EventSink for tokio::sync::mpsc::Sender<TailEvent> {
-    fn send(&mut self, event: TailEvent) -> Result<(), SinkClosed> {
-        self.blocking_send(event).map_err(|_| SinkClosed)
+impl EventSink for tokio::sync::mpsc::Sender<Vec<TailEvent>> {
+    fn send(&mut self, events: Vec<TailEvent>) -> Result<(), SinkClosed> {
+        self.blocking_send(events).map_err(|_| SinkClosed)
     }
 }

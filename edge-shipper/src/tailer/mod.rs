@@ -59,6 +59,10 @@ use source_reader::{ReadError, SourceReader};
 const READ_BUDGET_BYTES: u64 = 4 * 1024 * 1024;
 /// Wake-ups closer together than this are coalesced into one read pass.
 const MIN_PASS_INTERVAL: Duration = Duration::from_millis(20);
+/// A batch of events is handed over once it holds this many chunk bytes or events, and at the
+/// end of every pass.
+const BATCH_BYTES: usize = 1024 * 1024;
+const BATCH_EVENTS: usize = 256;
 /// `Live` is re-sent at least this often even when nothing changed.
 const LIVE_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -120,10 +124,13 @@ struct KnownOffset {
     seen: Instant,
 }
 
-/// Hands chunks to the sink and remembers how far each source has been read.
+/// Collects a pass's events into batches for the sink (one hand-over per batch, not per chunk)
+/// and remembers how far each source has been read.
 struct Outbox<S> {
     sink: S,
     known: HashMap<SourceKey, KnownOffset>,
+    batch: Vec<TailEvent>,
+    batch_bytes: usize,
 }
 
 impl<S: EventSink> Outbox<S> {
@@ -131,7 +138,25 @@ impl<S: EventSink> Outbox<S> {
         if let Some(known) = self.known.get_mut(&chunk.source) {
             known.end = known.end.max(chunk.range.end);
         }
-        self.sink.send(TailEvent::Chunk(chunk))
+        self.batch_bytes += chunk.payload.len();
+        self.push(TailEvent::Chunk(chunk))
+    }
+
+    fn push(&mut self, event: TailEvent) -> Result<(), SinkClosed> {
+        self.batch.push(event);
+        if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= BATCH_EVENTS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Hands the batch over; blocks while the sink is full.
+    fn flush(&mut self) -> Result<(), SinkClosed> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.batch_bytes = 0;
+        self.sink.send(std::mem::take(&mut self.batch))
     }
 }
 
@@ -183,7 +208,12 @@ impl<S: EventSink> Tailer<S> {
             by_path: HashMap::new(),
             more: HashSet::new(),
             lingering: HashSet::new(),
-            outbox: Outbox { sink, known },
+            outbox: Outbox {
+                sink,
+                known,
+                batch: Vec::new(),
+                batch_bytes: 0,
+            },
             unreadable: HashSet::new(),
             next_rescan: None,
             live_sent: None,
@@ -218,7 +248,10 @@ impl<S: EventSink> Tailer<S> {
             };
             if outcome.caught_up {
                 info!("caught up: every file read to its last complete line");
-                let _ = self.outbox.sink.send(TailEvent::CaughtUp);
+                let _ = self
+                    .outbox
+                    .push(TailEvent::CaughtUp)
+                    .and_then(|()| self.outbox.flush());
                 break;
             }
             if outcome.more_now {
@@ -298,6 +331,7 @@ impl<S: EventSink> Tailer<S> {
         if full {
             self.send_live(now)?;
         }
+        self.outbox.flush()?;
         Ok(StepOutcome {
             more_now,
             next_due,
@@ -491,7 +525,7 @@ impl<S: EventSink> Tailer<S> {
             .is_none_or(|(sent, at)| *sent != live || now.duration_since(*at) >= LIVE_INTERVAL);
         if due {
             self.live_sent = Some((live.clone(), now));
-            self.outbox.sink.send(TailEvent::Live(live))?;
+            self.outbox.push(TailEvent::Live(live))?;
         }
         Ok(())
     }
@@ -646,7 +680,7 @@ fn name<S: EventSink>(
     });
     entry.seen = now;
     info!(path = %t.path.display(), %source, offset, "reading file");
-    outbox.sink.send(TailEvent::Begin {
+    outbox.push(TailEvent::Begin {
         source: source.clone(),
         origin: FileOrigin {
             path: t.path.clone(),
