@@ -264,38 +264,133 @@ pub async fn reason(tx: &mut PgConnection, code: &str) -> Result<Option<(bool, S
     )
 }
 
-/// The report hot path in one statement: new totals, the count row and the event.
-pub async fn record_report(
-    tx: &mut PgConnection,
-    run: &RunRow,
-    at: DateTime<Utc>,
+/// The report hot path: one statement (one round trip, autocommit without an Idempotency-Key)
+/// adds the counts to the run's totals under its row lock, inserts the time-stamped count row and
+/// the `reported` event. The event JSON is built here in SQL; tests decode every outbox payload as
+/// `protocol::RunEvent`, so it cannot drift from the schema.
+const REPORT_SQL: &str = "
+WITH prior AS (
+    SELECT status, started_at FROM op_run WHERE op_run_id = $1
+), upd AS (
+    UPDATE op_run SET good_units = good_units + $2, scrap_units = scrap_units + $3,
+                      updated_at = now()
+    WHERE op_run_id = $1 AND status IN ('running', 'paused') AND started_at <= $4
+    RETURNING op_run_id, work_order_id, operation_id, resource_id, site_id, status, started_at,
+              ended_at, planned_seconds, ideal_cycle_time_s, good_units, scrap_units
+), report AS (
+    INSERT INTO op_run_count (op_run_id, at, good_delta, scrap_delta, kind)
+    SELECT op_run_id, $4, $2, $3, 'report' FROM upd
+), event AS (
+    INSERT INTO outbox (op_run_id, event_type, site_id, resource_id, payload)
+    SELECT op_run_id, 'reported', coalesce(site_id, $5), resource_id,
+           jsonb_build_object(
+               'schema_version', $7::int, 'event_id', $6::text, 'event_type', 'reported',
+               'occurred_at', $4::timestamptz, 'recorded_at', clock_timestamp(),
+               'op_run_id', op_run_id, 'work_order_id', work_order_id,
+               'operation_id', operation_id, 'resource_id', resource_id,
+               'site_id', coalesce(site_id, $5), 'status', status, 'started_at', started_at,
+               'ended_at', ended_at, 'planned_seconds', planned_seconds,
+               'ideal_cycle_time_s', ideal_cycle_time_s, 'good_units', good_units,
+               'scrap_units', scrap_units,
+               'delta', jsonb_build_object('good_delta', $2::int8, 'scrap_delta', $3::int8),
+               'downtime', NULL::jsonb)
+    FROM upd
+)
+SELECT prior.status AS prior_status, prior.started_at AS prior_started_at,
+       upd.op_run_id, upd.work_order_id, upd.operation_id, upd.resource_id, upd.site_id,
+       upd.status, upd.started_at, upd.ended_at, upd.planned_seconds, upd.ideal_cycle_time_s,
+       upd.good_units, upd.scrap_units
+FROM (SELECT 1) AS one
+LEFT JOIN prior ON true
+LEFT JOIN upd ON true";
+
+#[derive(sqlx::FromRow)]
+struct ReportOutcome {
+    prior_status: Option<String>,
+    prior_started_at: Option<DateTime<Utc>>,
+    op_run_id: Option<Uuid>,
+    work_order_id: Option<String>,
+    operation_id: Option<String>,
+    resource_id: Option<String>,
+    site_id: Option<String>,
+    status: Option<String>,
+    started_at: Option<DateTime<Utc>>,
+    ended_at: Option<DateTime<Utc>>,
+    planned_seconds: Option<f64>,
+    ideal_cycle_time_s: Option<f64>,
+    good_units: Option<i64>,
+    scrap_units: Option<i64>,
+}
+
+/// Counts `delta` at `at` on run `id`; the run with its new totals. 404 for an unknown run, 409
+/// for a run that is not open (also one completed concurrently), 422 for `at` before its start.
+pub async fn report<'e>(
+    exec: impl sqlx::PgExecutor<'e>,
+    id: Uuid,
     delta: CountDelta,
-    event: &RunEvent,
-) -> Result<(), ApiError> {
-    sqlx::query(
-        "WITH totals AS (
-             UPDATE op_run SET good_units = $2, scrap_units = $3, updated_at = now()
-             WHERE op_run_id = $1
-         ), report AS (
-             INSERT INTO op_run_count (op_run_id, at, good_delta, scrap_delta, kind)
-             VALUES ($1, $4, $5, $6, 'report')
-         )
-         INSERT INTO outbox (op_run_id, event_type, site_id, resource_id, payload)
-         VALUES ($1, $7, $8, $9, $10)",
-    )
-    .bind(run.op_run_id)
-    .bind(run.good_units)
-    .bind(run.scrap_units)
-    .bind(at)
-    .bind(delta.good_delta)
-    .bind(delta.scrap_delta)
-    .bind(event.event_type.as_str())
-    .bind(&event.site_id)
-    .bind(&event.resource_id)
-    .bind(sqlx::types::Json(event))
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    at: DateTime<Utc>,
+    default_site: &str,
+) -> Result<RunRow, ApiError> {
+    let o: ReportOutcome = sqlx::query_as(REPORT_SQL)
+        .bind(id)
+        .bind(delta.good_delta)
+        .bind(delta.scrap_delta)
+        .bind(at)
+        .bind(default_site)
+        .bind(Uuid::now_v7().to_string())
+        .bind(RUN_EVENT_SCHEMA_VERSION as i32)
+        .fetch_one(exec)
+        .await?;
+    match o {
+        ReportOutcome {
+            op_run_id: Some(op_run_id),
+            work_order_id: Some(work_order_id),
+            operation_id: Some(operation_id),
+            resource_id: Some(resource_id),
+            status: Some(status),
+            started_at: Some(started_at),
+            good_units: Some(good_units),
+            scrap_units: Some(scrap_units),
+            site_id,
+            ended_at,
+            planned_seconds,
+            ideal_cycle_time_s,
+            ..
+        } => Ok(RunRow {
+            op_run_id,
+            work_order_id,
+            operation_id,
+            resource_id,
+            site_id,
+            status,
+            started_at,
+            ended_at,
+            planned_seconds,
+            ideal_cycle_time_s,
+            good_units,
+            scrap_units,
+        }),
+        ReportOutcome {
+            prior_status: None, ..
+        } => Err(ApiError::NotFound(format!("op_run_id: no run {id}"))),
+        ReportOutcome {
+            prior_started_at: Some(start),
+            ..
+        } if at < start => Err(ApiError::invalid(
+            "at",
+            format!("{at} is before the run's start ({start})"),
+        )),
+        ReportOutcome { prior_status, .. } => Err(ApiError::Conflict {
+            field: Some("op_run_id".to_owned()),
+            detail: format!(
+                "op_run_id: run {id} is {}",
+                match prior_status.as_deref() {
+                    Some("running") | Some("paused") | None => "no longer open",
+                    Some(other) => other,
+                }
+            ),
+        }),
+    }
 }
 
 pub async fn insert_downtime(
