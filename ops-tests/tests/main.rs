@@ -1,0 +1,7 @@
+//! Operations tests: Grafana dashboards against a loaded database, static checks of the deploy
+//! files. One test binary (see the crate docs).
+#![allow(clippy::unwrap_used)]
+
+mod dashboards;
+mod grafana;
+mod loaded_stack;
