@@ -97,3 +97,52 @@ async fn nats_restart_mid_stream_loses_nothing() {
     );
     assert_checkpointed(&w.checkpoint().unwrap(), &files);
 }
+
+#[tokio::test]
+async fn rename_rotation_and_copytruncate_while_shipping_lose_nothing() {
+    let w = World::new("rotation").await;
+    w.create_stream().await;
+    let dir = w.data_dir();
+    let mut shipper = w.spawn(&["--rotate-wait-ms", "500"]);
+
+    // Rename rotation: the writer keeps writing through its descriptor after the rename.
+    let app = dir.join("app.jsonl");
+    let first = append_lines_at_rate(&app, (0..3000).map(|k| line("app1", k)).collect(), 3000);
+    w.wait_for_messages(5).await;
+    let rotated = dir.join("app.jsonl.1");
+    std::fs::rename(&app, &rotated).expect("rotate");
+    let second = append_lines_at_rate(&app, (0..2000).map(|k| line("app2", k)).collect(), 3000);
+    assert_eq!(first.await.expect("writer").expect("writes"), 3000);
+    assert_eq!(second.await.expect("writer").expect("writes"), 2000);
+
+    // copytruncate of another file: copy (not matching the glob), truncate, write anew.
+    let ct = dir.join("ct.jsonl");
+    write_lines(&ct, "ct-before", 0..500);
+    let before = w
+        .wait_for_all(&[rotated.clone(), app.clone(), ct.clone()])
+        .await;
+    assert_no_loss(&before, &[rotated.clone(), app.clone(), ct.clone()]);
+    let ct_before = std::fs::read(&ct).expect("read");
+    std::fs::copy(&ct, dir.join("ct.jsonl.old")).expect("copy");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&ct)
+        .and_then(|f| f.set_len(0))
+        .expect("truncate");
+    write_lines(&ct, "ct-after", 0..700);
+
+    let shipped = w.wait_for_all(&[app.clone(), ct.clone()]).await;
+    // The rotated file is shipped whole under its own source, as is the truncated one's old
+    // content.
+    let old_ct = dir.join("ct.before");
+    std::fs::write(&old_ct, &ct_before).expect("keep old content");
+    let all = [rotated, app, ct, old_ct];
+    assert!(covers_all(&shipped, &all), "{} messages", shipped.len());
+    assert_exactly_once(&shipped, &all);
+    shipper.signal("TERM");
+    assert!(
+        shipper.wait().await.success(),
+        "log:\n{}",
+        shipper.log_text()
+    );
+}

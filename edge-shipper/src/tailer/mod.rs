@@ -444,19 +444,7 @@ impl<S: EventSink> Tailer<S> {
     fn check_fingerprints(&mut self) -> Result<(), SinkClosed> {
         let max_prefix = self.cfg.limits.max_line_bytes;
         for t in self.files.values_mut() {
-            let Identity::Named { fingerprint, .. } = &t.identity else {
-                continue;
-            };
-            self.head.resize(fingerprint.len as usize, 0);
-            let same = match t.file.read_exact_at(&mut self.head, 0) {
-                Ok(()) => Fingerprint::of_head(&self.head, max_prefix) == Some(*fingerprint),
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => false,
-                Err(e) => {
-                    debug!(path = %t.path.display(), error = %e, "fingerprint check failed");
-                    true
-                }
-            };
-            if !same {
+            if !head_matches(t, max_prefix, &mut self.head) {
                 restart(t, &mut self.outbox, "first line changed")?;
             }
         }
@@ -562,7 +550,11 @@ impl<S: EventSink> Tailer<S> {
     /// flushes what has lingered long enough.
     fn serve(&mut self, id: FileId, now: Instant) -> Result<Served, SinkClosed> {
         let Self {
-            cfg, files, outbox, ..
+            cfg,
+            files,
+            outbox,
+            head,
+            ..
         } = self;
         let Some(t) = files.get_mut(&id) else {
             return Ok(Served::idle(0));
@@ -581,6 +573,11 @@ impl<S: EventSink> Tailer<S> {
         if let Identity::Named { reader, .. } = &t.identity {
             if size < reader.read_pos() {
                 restart(t, outbox, "file shrank")?;
+            } else if size > reader.read_pos() && !head_matches(t, cfg.limits.max_line_bytes, head)
+            {
+                // Truncated and already rewritten past the read position: the new bytes
+                // belong to a new source.
+                restart(t, outbox, "first line changed")?;
             }
         }
         if let Identity::Waiting { tried_size } = &t.identity {
@@ -638,6 +635,23 @@ impl Served {
             at_end: true,
             flush_due: None,
             unread,
+        }
+    }
+}
+
+/// Whether a named file still starts with the line it was named by (a pread of that line).
+/// Waiting files, and read errors other than a short file, count as matching.
+fn head_matches(t: &Tracked, max_prefix: usize, buf: &mut Vec<u8>) -> bool {
+    let Identity::Named { fingerprint, .. } = &t.identity else {
+        return true;
+    };
+    buf.resize(fingerprint.len as usize, 0);
+    match t.file.read_exact_at(buf, 0) {
+        Ok(()) => Fingerprint::of_head(buf, max_prefix) == Some(*fingerprint),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => false,
+        Err(e) => {
+            debug!(path = %t.path.display(), error = %e, "fingerprint check failed");
+            true
         }
     }
 }
