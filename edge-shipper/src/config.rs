@@ -102,7 +102,8 @@ pub struct Config {
 
     /// Exit 0 once every matching file is read to its last complete line, published,
     /// acknowledged and checkpointed.
-    #[arg(long, env = "EDGE_UNTIL_CAUGHT_UP")]
+    #[arg(long, env = "EDGE_UNTIL_CAUGHT_UP", action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new())]
     pub until_caught_up: bool,
 }
 
