@@ -107,6 +107,11 @@ pub struct Config {
     #[arg(long, env = "API_RELAY_POLL_MS", default_value_t = 100, global = true)]
     pub relay_poll_ms: u64,
 
+    /// How long the relay waits after a commit woke it, so one publish round carries the events
+    /// of many commits, in milliseconds.
+    #[arg(long, env = "API_RELAY_LINGER_MS", default_value_t = 5, global = true)]
+    pub relay_linger_ms: u64,
+
     /// Most events the relay publishes per round trip (acks are awaited in order).
     #[arg(long, env = "API_RELAY_BATCH", default_value_t = 256, global = true)]
     pub relay_batch: i64,

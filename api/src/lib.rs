@@ -128,6 +128,7 @@ pub async fn serve(
             relay::RelaySettings {
                 names: config.op_run_names(),
                 poll: config.relay_poll(),
+                linger: Duration::from_millis(config.relay_linger_ms),
                 batch: config.relay_batch.max(1),
                 ack_timeout: Duration::from_millis(config.relay_ack_timeout_ms),
                 stream_replicas: config.stream_replicas,

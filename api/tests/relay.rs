@@ -17,6 +17,7 @@ fn settings(names: &OpRunNames) -> RelaySettings {
     RelaySettings {
         names: names.clone(),
         poll: Duration::from_millis(50),
+        linger: Duration::from_millis(5),
         batch: 4,
         ack_timeout: Duration::from_millis(500),
         stream_replicas: 1,
