@@ -146,3 +146,34 @@ async fn rename_rotation_and_copytruncate_while_shipping_lose_nothing() {
         shipper.log_text()
     );
 }
+
+#[tokio::test]
+async fn nats_down_at_start_then_up_ships_everything() {
+    let mut w = World::new("nats_late").await;
+    w.create_stream().await;
+    w.nats.stop().await.expect("stop nats");
+    let file = w.data_dir().join("a.jsonl");
+    write_lines(&file, "a", 0..2000);
+    let mut shipper = w.spawn(&[]);
+    // The shipper has read the file while NATS is still down.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !shipper.log_text().contains("reading file") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "log:\n{}",
+            shipper.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    w.nats.restart().await.expect("restart nats");
+    let files = [file];
+    let shipped = w.wait_for_all(&files).await;
+    assert_no_loss(&shipped, &files);
+    shipper.signal("TERM");
+    assert!(
+        shipper.wait().await.success(),
+        "log:\n{}",
+        shipper.log_text()
+    );
+    assert_checkpointed(&w.checkpoint().expect("checkpoint"), &files);
+}
