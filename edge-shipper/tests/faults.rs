@@ -177,3 +177,47 @@ async fn nats_down_at_start_then_up_ships_everything() {
     );
     assert_checkpointed(&w.checkpoint().expect("checkpoint"), &files);
 }
+
+#[tokio::test]
+async fn a_full_stream_pushes_back_and_shipping_resumes_when_it_has_room() {
+    use async_nats::jetstream::stream;
+    let w = World::new("full").await;
+    let js = w.js().await;
+    let mut config = stream::Config {
+        name: w.names.readings_stream.clone(),
+        subjects: vec![w.names.readings_filter()],
+        storage: stream::StorageType::File,
+        discard: stream::DiscardPolicy::New,
+        max_messages: 5,
+        duplicate_window: protocol::streams::DUPLICATE_WINDOW,
+        ..Default::default()
+    };
+    js.create_stream(config.clone())
+        .await
+        .expect("create stream");
+    let file = w.data_dir().join("a.jsonl");
+    write_lines(&file, "a", 0..2000);
+    let mut shipper = w.spawn(&["--max-message-bytes", "4096", "--max-line-bytes", "1024"]);
+    w.wait_for_messages(5).await;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !shipper.log_text().contains("publish failed; retrying") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "log:\n{}",
+            shipper.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    config.max_messages = -1;
+    js.update_stream(config).await.expect("lift the limit");
+    let files = [file];
+    let shipped = w.wait_for_all(&files).await;
+    assert_exactly_once(&shipped, &files);
+    assert!(shipped.len() > 5);
+    shipper.signal("TERM");
+    assert!(
+        shipper.wait().await.success(),
+        "log:\n{}",
+        shipper.log_text()
+    );
+}
