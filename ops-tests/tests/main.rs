@@ -5,3 +5,4 @@
 mod dashboards;
 mod grafana;
 mod loaded_stack;
+mod static_checks;

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs the tools the static checks of ops-tests use (cargo test -p edge-mes-ops-tests):
+#   nats-server        `nats-server -t` on every NATS config         (Debian: nats-server)
+#   systemd-analyze    `systemd-analyze verify` on the edge unit      (Debian: systemd)
+#   kubectl            `kubectl kustomize` renders the overlays       (on the machine image; else Debian)
+#   kubernetes-validate  offline Kubernetes schema validation         (PyPI, into target/ops-tools/venv)
+#   check-jsonschema   the compose file against the compose spec      (PyPI, into target/ops-tools/venv)
+# Idempotent and quick when everything is there. The tests find the Python tools in
+# target/ops-tools/venv/bin (or on PATH); a tool that is missing makes its check skip with a
+# message naming this script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+if ! command -v kubectl >/dev/null 2>&1; then
+  # The machine image ships kubectl with kustomize v5; Debian's kubernetes-client (1.20) has an
+  # old kustomize without components, so prefer a kubectl package where the sources offer one.
+  if apt-cache show kubectl >/dev/null 2>&1; then missing+=(kubectl); else missing+=(kubernetes-client); fi
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "tools: apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+venv=target/ops-tools/venv
+if ! "$venv/bin/kubernetes-validate" --version >/dev/null 2>&1 \
+   || ! "$venv/bin/check-jsonschema" --version >/dev/null 2>&1; then
+  echo "tools: pip install kubernetes-validate check-jsonschema into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check \
+    'kubernetes-validate==1.37.0' 'check-jsonschema==0.39.0'
+fi
+echo "tools: nats-server $(nats-server --version 2>&1 | head -n1), $(systemd-analyze --version | head -n1)," \
+  "kubectl $(kubectl version --client 2>/dev/null | head -n1), kubernetes-validate $("$venv/bin/kubernetes-validate" --version 2>&1)"

@@ -1,0 +1,577 @@
+//! Static checks of the deploy files: NATS configs and stream definitions, the compose file and
+//! Dockerfile, the systemd unit, the Kubernetes overlays.
+//!
+//! Tools: `nats-server`, `systemd-analyze`, `kubectl` (kustomize), and `kubernetes-validate` /
+//! `check-jsonschema` from `target/ops-tools/venv` — `.ci/tools.sh` installs what is missing. A
+//! check whose tool is not installed is skipped with a message saying so; every other check runs
+//! without tools.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
+use protocol::streams;
+use regex::Regex;
+use serde_yaml::Value;
+
+fn root() -> PathBuf {
+    testkit::bins::workspace_root()
+}
+
+/// A tool on PATH or in target/ops-tools/venv/bin; `None` (with a message) when missing.
+pub fn tool(name: &str) -> Option<PathBuf> {
+    let venv = root().join("target/ops-tools/venv/bin").join(name);
+    if venv.is_file() {
+        return Some(venv);
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        eprintln!("SKIPPED: `{name}` is not installed (run .ci/tools.sh)");
+    }
+    found
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+fn files_under(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == ext) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn yaml_docs(text: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| {
+            let mut v = <Value as serde::Deserialize>::deserialize(d).unwrap();
+            v.apply_merge().unwrap();
+            v
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn yaml_file(path: &Path) -> Vec<Value> {
+    yaml_docs(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+}
+
+// ---------------------------------------------------------------------------------------------
+// NATS
+
+/// `$NATS_...` variables a config refers to (nats-server refuses to start without them).
+pub fn nats_config_env(conf: &str) -> BTreeSet<String> {
+    Regex::new(r"\$(NATS_[A-Z0-9_]+)")
+        .unwrap()
+        .captures_iter(conf)
+        .map(|c| c[1].to_owned())
+        .collect()
+}
+
+#[test]
+fn every_nats_config_is_valid() {
+    let confs = files_under(&root().join("nats"), "conf");
+    assert!(confs.len() >= 3, "{confs:?}");
+    let Some(nats) = tool("nats-server") else {
+        return;
+    };
+    for conf in confs {
+        let text = std::fs::read_to_string(&conf).unwrap();
+        let mut cmd = Command::new(&nats);
+        cmd.arg("-t").arg("-c").arg(&conf);
+        for var in nats_config_env(&text) {
+            let value = match var.as_str() {
+                "NATS_HUB_URL" => "nats-leaf://leaf:secret@127.0.0.1:7422",
+                "NATS_SITE" => "bkk",
+                _ => "placeholder-value",
+            };
+            cmd.env(var, value);
+        }
+        let out = run(&mut cmd);
+        let text = String::from_utf8_lossy(&out.stderr).to_string()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("is valid"),
+            "nats-server -t -c {}: {text}",
+            conf.display()
+        );
+    }
+}
+
+fn stream_file(name: &str) -> stream::Config {
+    let path = root().join("nats/streams").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[tokio::test]
+async fn stream_definitions_match_the_protocol_and_the_server_accepts_them() {
+    let readings = stream_file("READINGS.json");
+    assert_eq!(readings.name, streams::READINGS_STREAM);
+    assert_eq!(
+        readings.subjects,
+        vec![streams::READINGS_SUBJECTS.to_owned()]
+    );
+    assert_eq!(readings.discard, DiscardPolicy::New);
+    assert_eq!(readings.storage, StorageType::File);
+    assert_eq!(readings.max_age, streams::READINGS_MAX_AGE);
+    assert_eq!(readings.max_bytes, streams::READINGS_MAX_BYTES);
+    assert_eq!(readings.duplicate_window, streams::DUPLICATE_WINDOW);
+
+    let dlq = stream_file("READINGS_DLQ.json");
+    assert_eq!(dlq.name, streams::DLQ_STREAM);
+    assert_eq!(dlq.subjects, vec![streams::DLQ_SUBJECTS.to_owned()]);
+    assert_eq!(dlq.discard, DiscardPolicy::Old);
+    assert_eq!(dlq.max_age, streams::DLQ_MAX_AGE);
+    assert_eq!(dlq.duplicate_window, streams::DUPLICATE_WINDOW);
+
+    let op_run = stream_file("OP_RUN.json");
+    assert_eq!(op_run.name, streams::OP_RUN_STREAM);
+    assert_eq!(op_run.subjects, vec![streams::OP_RUN_SUBJECTS.to_owned()]);
+    assert_eq!(op_run.discard, DiscardPolicy::Old);
+    assert_eq!(op_run.max_age, streams::OP_RUN_MAX_AGE);
+    assert_eq!(op_run.duplicate_window, streams::OP_RUN_DUPLICATE_WINDOW);
+
+    let site = stream_file("site-gateway/READINGS.json");
+    assert_eq!(site.subjects, readings.subjects);
+    assert_eq!(site.discard, DiscardPolicy::New);
+
+    if tool("nats-server").is_none() {
+        return;
+    }
+    let server = testkit::NatsServer::start().await.unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    for config in [readings, dlq, op_run] {
+        let name = config.name.clone();
+        let mut created = js
+            .create_stream(config.clone())
+            .await
+            .unwrap_or_else(|e| panic!("nats-server refused stream {name}: {e}"));
+        let info = created.info().await.unwrap();
+        assert_eq!(info.config.subjects, config.subjects, "{name}");
+        assert_eq!(info.config.max_age, config.max_age, "{name}");
+        assert_eq!(info.config.discard, config.discard, "{name}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compose and Dockerfile
+
+/// `${VAR:-default}` / `${VAR-default}` / `${VAR}` with compose's defaults (unset variables).
+fn compose_interpolate(s: &str) -> String {
+    Regex::new(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+        .unwrap()
+        .replace_all(s, |c: &regex::Captures| {
+            c.get(2).map_or(String::new(), |m| m.as_str().to_owned())
+        })
+        .into_owned()
+}
+
+#[test]
+fn compose_file_parses_and_every_referenced_file_exists() {
+    let deploy = root().join("deploy");
+    let docs = yaml_file(&deploy.join("compose.yaml"));
+    assert_eq!(docs.len(), 1);
+    let compose = &docs[0];
+    let services = compose["services"].as_mapping().expect("services");
+    let names: BTreeSet<String> = services
+        .keys()
+        .filter_map(|k| k.as_str().map(String::from))
+        .collect();
+    for s in [
+        "timescaledb",
+        "nats",
+        "mes-api",
+        "ingest-worker",
+        "edge-shipper",
+        "grafana",
+    ] {
+        assert!(names.contains(s), "service {s} missing: {names:?}");
+    }
+    assert!(compose["services"]["timescaledb"]["image"]
+        .as_str()
+        .unwrap()
+        .starts_with("timescale/timescaledb:"));
+    assert_eq!(
+        compose["services"]["ingest-worker"]["deploy"]["replicas"],
+        2
+    );
+
+    let mut checked = 0;
+    for (name, svc) in services {
+        let name = name.as_str().unwrap();
+        // Build context and Dockerfile.
+        if let Some(build) = svc.get("build") {
+            let context = deploy.join(build["context"].as_str().unwrap());
+            let dockerfile = context.join(build["dockerfile"].as_str().unwrap_or("Dockerfile"));
+            assert!(
+                dockerfile.is_file(),
+                "{name}: {} missing",
+                dockerfile.display()
+            );
+            checked += 1;
+        } else {
+            assert!(svc["image"].is_string(), "{name}: neither image nor build");
+        }
+        // Bind mounts: every host path exists (for each value its variable may take).
+        for v in svc["volumes"].as_sequence().into_iter().flatten() {
+            let spec = v.as_str().unwrap();
+            // Every value its variable may take (the data source flavour), else the default.
+            let specs: Vec<String> = if spec.contains("${GRAFANA_PG_FLAVOR") {
+                ["timescaledb", "postgresql"]
+                    .iter()
+                    .map(|f| spec.replace("${GRAFANA_PG_FLAVOR:-timescaledb}", f))
+                    .collect()
+            } else {
+                vec![compose_interpolate(spec)]
+            };
+            for spec in specs {
+                let host = spec.split(':').next().unwrap();
+                if !(host.starts_with('.') || host.starts_with('/')) {
+                    assert!(
+                        compose["volumes"].get(host).is_some(),
+                        "{name}: named volume {host} not declared"
+                    );
+                    continue;
+                }
+                let path = deploy.join(host);
+                assert!(path.exists(), "{name}: mounted {} missing", path.display());
+                checked += 1;
+            }
+        }
+        // Start order: a condition service_healthy needs a health check on that service.
+        if let Some(deps) = svc["depends_on"].as_mapping() {
+            for (dep, cond) in deps {
+                let dep = dep.as_str().unwrap();
+                assert!(names.contains(dep), "{name} depends on unknown {dep}");
+                if cond["condition"] == "service_healthy" {
+                    assert!(
+                        services[dep].get("healthcheck").is_some(),
+                        "{name} waits for {dep} to be healthy, which has no healthcheck"
+                    );
+                }
+            }
+        }
+        assert!(svc.get("healthcheck").is_some(), "{name}: no healthcheck");
+    }
+    assert!(checked >= 10, "only {checked} references checked");
+    assert!(root().join("hotdata/sample_readings.jsonl").is_file());
+
+    // The compose specification's JSON schema (vendored in check-jsonschema), offline.
+    if let Some(checker) = tool("check-jsonschema") {
+        let out = run(Command::new(checker)
+            .args(["--builtin-schema", "vendor.compose-spec"])
+            .arg(deploy.join("compose.yaml")));
+        assert!(
+            out.status.success(),
+            "compose.yaml does not match the compose spec: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn dockerfile_builds_all_three_binaries_into_a_small_non_root_image() {
+    let text = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
+    let stages: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().to_ascii_uppercase().starts_with("FROM "))
+        .collect();
+    assert!(stages.len() >= 2, "not multi-stage: {stages:?}");
+    let last = text.rsplit_once("\nFROM ").map(|(_, s)| s).unwrap();
+    assert!(
+        !last.starts_with("rust"),
+        "the final image must not carry the compiler: FROM {}",
+        last.lines().next().unwrap()
+    );
+    assert!(
+        text.contains("cargo build --release --locked -p edge-shipper -p ingest-worker -p mes-api")
+    );
+    assert!(
+        last.contains("COPY --from="),
+        "final stage copies the binaries"
+    );
+    let user = last
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("USER "))
+        .expect("final stage sets USER");
+    assert!(
+        !user.starts_with("root") && !user.starts_with("0"),
+        "USER {user}"
+    );
+    assert!(root().join("deploy/Dockerfile.dockerignore").is_file());
+}
+
+// ---------------------------------------------------------------------------------------------
+// systemd
+
+#[test]
+fn edge_shipper_unit_verifies_and_is_hardened() {
+    let unit_path = root().join("deploy/edge/edge-shipper.service");
+    let unit = std::fs::read_to_string(&unit_path).unwrap();
+    for directive in [
+        "Restart=always",
+        "StateDirectory=edge-shipper",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "ExecStart=/usr/local/bin/edge-shipper",
+    ] {
+        assert!(unit.contains(directive), "{directive} missing");
+    }
+    assert!(root().join("deploy/edge/README.md").is_file());
+    let Some(analyze) = tool("systemd-analyze") else {
+        return;
+    };
+    // verify checks that ExecStart's binary exists: point it at a built one (or at true).
+    let binary =
+        testkit::bins::bin_path("edge-shipper").unwrap_or_else(|_| PathBuf::from("/bin/true"));
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("edge-shipper.service");
+    std::fs::write(
+        &copy,
+        unit.replace("/usr/local/bin/edge-shipper", &binary.display().to_string()),
+    )
+    .unwrap();
+    let out = run(Command::new(analyze)
+        .args(["verify", "--man=no"])
+        .arg(&copy));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Unknown keys and bad values are only warnings (exit 0): any output fails the check.
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "systemd-analyze verify: {stderr}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kubernetes
+
+const KNOWN_KINDS: [(&str, &str); 9] = [
+    ("v1", "Namespace"),
+    ("v1", "Service"),
+    ("v1", "ConfigMap"),
+    ("apps/v1", "Deployment"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("keda.sh/v1alpha1", "ScaledObject"),
+    ("v1", "ServiceAccount"),
+];
+
+fn overlays() -> Vec<PathBuf> {
+    let mut o: Vec<PathBuf> = std::fs::read_dir(root().join("deploy/k8s/overlays"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("kustomization.yaml").is_file())
+        .collect();
+    o.sort();
+    o
+}
+
+/// Without kubectl: the resources every kustomization names exist (files or directories with a
+/// kustomization), recursively.
+fn check_kustomization_tree(dir: &Path, seen: &mut BTreeSet<PathBuf>) {
+    if !seen.insert(dir.to_owned()) {
+        return;
+    }
+    let k = &yaml_file(&dir.join("kustomization.yaml"))[0];
+    for key in ["resources", "components"] {
+        for r in k[key].as_sequence().into_iter().flatten() {
+            let p = dir.join(r.as_str().unwrap());
+            if p.is_dir() {
+                assert!(
+                    p.join("kustomization.yaml").is_file(),
+                    "{}: no kustomization",
+                    p.display()
+                );
+                check_kustomization_tree(&p, seen);
+            } else {
+                assert!(
+                    p.is_file(),
+                    "{}: resource {} missing",
+                    dir.display(),
+                    p.display()
+                );
+                for doc in yaml_file(&p) {
+                    assert!(
+                        doc["kind"].is_string() && doc["apiVersion"].is_string(),
+                        "{}",
+                        p.display()
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn check_rendered(overlay: &Path, docs: &[Value]) {
+    let label = overlay.display();
+    let mut by_kind: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    for d in docs {
+        let api = d["apiVersion"].as_str().unwrap_or("");
+        let kind = d["kind"].as_str().unwrap_or("");
+        assert!(
+            KNOWN_KINDS.contains(&(api, kind)),
+            "{label}: unknown kind {api} {kind}"
+        );
+        assert!(
+            d["metadata"]["name"].is_string(),
+            "{label}: {kind} without a name"
+        );
+        by_kind.entry(kind.to_owned()).or_default().push(d);
+    }
+    let deployments = &by_kind["Deployment"];
+    let deployment = |name: &str| {
+        deployments
+            .iter()
+            .find(|d| d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{label}: Deployment {name} missing"))
+    };
+    for d in deployments {
+        let name = d["metadata"]["name"].as_str().unwrap();
+        for c in d["spec"]["template"]["spec"]["containers"]
+            .as_sequence()
+            .unwrap()
+        {
+            for r in ["requests", "limits"] {
+                for res in ["cpu", "memory"] {
+                    if r == "limits" && res == "cpu" && c["resources"][r][res].is_null() {
+                        continue;
+                    }
+                    assert!(
+                        !c["resources"][r][res].is_null(),
+                        "{label}: {name} has no {r}.{res}"
+                    );
+                }
+            }
+            // Secrets by reference: no literal connection strings.
+            for e in c["env"].as_sequence().into_iter().flatten() {
+                let var = e["name"].as_str().unwrap();
+                if var == "DATABASE_URL" || var == "NATS_URL" || var.contains("PASSWORD") {
+                    assert!(
+                        e["value"].is_null(),
+                        "{label}: {name} has {var} as a literal"
+                    );
+                    assert!(
+                        e["valueFrom"]["secretKeyRef"]["name"].is_string(),
+                        "{label}: {name} {var} not from a Secret"
+                    );
+                }
+            }
+        }
+    }
+    let api = &deployment("mes-api")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        api["livenessProbe"]["httpGet"]["path"], "/health",
+        "{label}"
+    );
+    assert_eq!(
+        api["readinessProbe"]["httpGet"]["path"], "/ready",
+        "{label}"
+    );
+    deployment("ingest-worker");
+    for kind in ["Service", "PodDisruptionBudget", "NetworkPolicy"] {
+        assert!(by_kind.contains_key(kind), "{label}: no {kind}");
+    }
+    // Each PDB selects a Deployment's pods.
+    for pdb in &by_kind["PodDisruptionBudget"] {
+        let sel = &pdb["spec"]["selector"]["matchLabels"];
+        assert!(
+            deployments.iter().any(|d| {
+                let labels = &d["spec"]["template"]["metadata"]["labels"];
+                sel.as_mapping()
+                    .unwrap()
+                    .iter()
+                    .all(|(k, v)| &labels[k] == v)
+            }),
+            "{label}: PDB {:?} selects no Deployment",
+            pdb["metadata"]["name"]
+        );
+    }
+    // Autoscaling: KEDA on the consumer lag, or the HPA alternative.
+    let scaled = by_kind.get("ScaledObject").map(Vec::len).unwrap_or(0)
+        + by_kind
+            .get("HorizontalPodAutoscaler")
+            .map(Vec::len)
+            .unwrap_or(0);
+    assert_eq!(
+        scaled, 1,
+        "{label}: ingest-worker needs exactly one autoscaler"
+    );
+    for so in by_kind.get("ScaledObject").into_iter().flatten() {
+        assert_eq!(so["spec"]["scaleTargetRef"]["name"], "ingest-worker");
+        let t = &so["spec"]["triggers"][0];
+        assert_eq!(t["type"], "nats-jetstream");
+        assert_eq!(t["metadata"]["stream"], streams::READINGS_STREAM);
+        assert_eq!(t["metadata"]["consumer"], streams::INGEST_CONSUMER);
+        assert!(t["metadata"]["natsServerMonitoringEndpoint"].is_string());
+    }
+}
+
+#[test]
+fn kubernetes_overlays_render_and_validate_offline() {
+    let overlays = overlays();
+    assert!(overlays.len() >= 2, "{overlays:?}");
+    let mut seen = BTreeSet::new();
+    for o in &overlays {
+        check_kustomization_tree(o, &mut seen);
+    }
+    for values in files_under(&root().join("deploy/k8s/helm"), "yaml") {
+        assert!(!yaml_file(&values).is_empty(), "{}", values.display());
+    }
+    let Some(kubectl) = tool("kubectl") else {
+        eprintln!("SKIPPED: rendering; only the kustomization trees were checked");
+        return;
+    };
+    let validator = tool("kubernetes-validate");
+    let dir = tempfile::tempdir().unwrap();
+    for o in &overlays {
+        let out = run(Command::new(&kubectl).arg("kustomize").arg(o));
+        assert!(
+            out.status.success(),
+            "kubectl kustomize {}: {}",
+            o.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rendered = String::from_utf8(out.stdout).unwrap();
+        let docs = yaml_docs(&rendered);
+        check_rendered(o, &docs);
+        if let Some(v) = &validator {
+            let file = dir
+                .path()
+                .join(format!("{}.yaml", o.file_name().unwrap().to_string_lossy()));
+            std::fs::write(&file, &rendered).unwrap();
+            let out = run(Command::new(v).args(["--strict", "--quiet"]).arg(&file));
+            let text = String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success() && !text.contains("ERROR"),
+                "{}: {text}",
+                o.display()
+            );
+            // Custom resources have no built-in schema; they are checked above instead.
+            for line in text.lines().filter(|l| l.contains("Couldn't find schema")) {
+                assert!(line.contains("ScaledObject"), "{}: {line}", o.display());
+            }
+        }
+    }
+}
