@@ -10,9 +10,10 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> ExitCode {
     let config = Config::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            // sqlx warns when a pooled connection dies while a database is dropped WITH (FORCE).
+            EnvFilter::new("info,sqlx_core::pool=error")
+        }))
         .with_writer(std::io::stderr)
         .init();
     let command = command_line();
