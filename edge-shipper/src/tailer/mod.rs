@@ -31,19 +31,19 @@
 
 mod discovery;
 mod events;
+mod outbox;
 mod source_reader;
+mod tracked;
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File};
-use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::fs;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protocol::{Fingerprint, SourceKey};
+use protocol::SourceKey;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
 
@@ -53,16 +53,14 @@ pub use source_reader::{CutLimits, READ_CHUNK_BYTES};
 
 use crate::metrics as m;
 use discovery::Discovery;
-use source_reader::{ReadError, SourceReader};
+use outbox::{KnownOffset, Outbox};
+use source_reader::ReadError;
+use tracked::{head_matches, name, open_for_reading, path_str, restart, FileId, Identity, Tracked};
 
 /// Most bytes read from one file before the next file gets its turn.
 const READ_BUDGET_BYTES: u64 = 4 * 1024 * 1024;
 /// Wake-ups closer together than this are coalesced into one read pass.
 const MIN_PASS_INTERVAL: Duration = Duration::from_millis(20);
-/// A batch of events is handed over once it holds this many chunk bytes or events, and at the
-/// end of every pass.
-const BATCH_BYTES: usize = 1024 * 1024;
-const BATCH_EVENTS: usize = 256;
 /// `Live` is re-sent at least this often even when nothing changed.
 const LIVE_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -77,87 +75,6 @@ pub struct TailerConfig {
     /// A source without an open file is forgotten after this long (the checkpoint's TTL).
     pub forget_after: Duration,
     pub until_caught_up: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct FileId {
-    dev: u64,
-    inode: u64,
-}
-
-impl FileId {
-    fn of(meta: &fs::Metadata) -> Self {
-        Self {
-            dev: meta.dev(),
-            inode: meta.ino(),
-        }
-    }
-}
-
-enum Identity {
-    /// First line incomplete: not nameable yet. Holds the size last tried.
-    Waiting { tried_size: Option<u64> },
-    Named {
-        fingerprint: Fingerprint,
-        reader: SourceReader,
-    },
-}
-
-struct Tracked {
-    file: File,
-    id: FileId,
-    path: PathBuf,
-    /// Matched the glob on the last rescan.
-    matched: bool,
-    size: u64,
-    last_change: Instant,
-    identity: Identity,
-    read_error_logged: bool,
-    /// Bytes not read yet, as of the last look.
-    unread: u64,
-}
-
-/// How far a source has been read (or was checkpointed), and when it last had an open file.
-#[derive(Debug, Clone, Copy)]
-struct KnownOffset {
-    end: u64,
-    seen: Instant,
-}
-
-/// Collects a pass's events into batches for the sink (one hand-over per batch, not per chunk)
-/// and remembers how far each source has been read.
-struct Outbox<S> {
-    sink: S,
-    known: HashMap<SourceKey, KnownOffset>,
-    batch: Vec<TailEvent>,
-    batch_bytes: usize,
-}
-
-impl<S: EventSink> Outbox<S> {
-    fn emit(&mut self, chunk: Chunk) -> Result<(), SinkClosed> {
-        if let Some(known) = self.known.get_mut(&chunk.source) {
-            known.end = known.end.max(chunk.range.end);
-        }
-        self.batch_bytes += chunk.payload.len();
-        self.push(TailEvent::Chunk(chunk))
-    }
-
-    fn push(&mut self, event: TailEvent) -> Result<(), SinkClosed> {
-        self.batch.push(event);
-        if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= BATCH_EVENTS {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    /// Hands the batch over; blocks while the sink is full.
-    fn flush(&mut self) -> Result<(), SinkClosed> {
-        if self.batch.is_empty() {
-            return Ok(());
-        }
-        self.batch_bytes = 0;
-        self.sink.send(std::mem::take(&mut self.batch))
-    }
 }
 
 /// What one pass did.
@@ -637,113 +554,6 @@ impl Served {
             unread,
         }
     }
-}
-
-/// Whether a named file still starts with the line it was named by (a pread of that line).
-/// Waiting files, and read errors other than a short file, count as matching.
-fn head_matches(t: &Tracked, max_prefix: usize, buf: &mut Vec<u8>) -> bool {
-    let Identity::Named { fingerprint, .. } = &t.identity else {
-        return true;
-    };
-    buf.resize(fingerprint.len as usize, 0);
-    match t.file.read_exact_at(buf, 0) {
-        Ok(()) => Fingerprint::of_head(buf, max_prefix) == Some(*fingerprint),
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => false,
-        Err(e) => {
-            debug!(path = %t.path.display(), error = %e, "fingerprint check failed");
-            true
-        }
-    }
-}
-
-/// Names a waiting file from its first line and starts reading it where its source left off.
-fn name<S: EventSink>(
-    t: &mut Tracked,
-    cfg: &TailerConfig,
-    outbox: &mut Outbox<S>,
-    size: u64,
-    now: Instant,
-) -> Result<(), SinkClosed> {
-    let max_prefix = cfg.limits.max_line_bytes;
-    let mut head = vec![0u8; size.min(max_prefix as u64) as usize];
-    let fingerprint = match t.file.read_exact_at(&mut head, 0) {
-        Ok(()) => Fingerprint::of_head(&head, max_prefix),
-        Err(e) => {
-            debug!(path = %t.path.display(), error = %e, "reading the first line failed");
-            None
-        }
-    };
-    let Some(fingerprint) = fingerprint else {
-        t.identity = Identity::Waiting {
-            tried_size: Some(size),
-        };
-        return Ok(());
-    };
-    let source = SourceKey::new(&cfg.box_id, fingerprint);
-    let known = outbox.known.get(&source).map_or(0, |k| k.end);
-    let offset = if size < known {
-        info!(path = %t.path.display(), %source, size, known_offset = known,
-            "file is shorter than its source's known offset; reading it from the start");
-        0
-    } else {
-        known
-    };
-    let entry = outbox.known.entry(source.clone()).or_insert(KnownOffset {
-        end: offset,
-        seen: now,
-    });
-    entry.seen = now;
-    info!(path = %t.path.display(), %source, offset, "reading file");
-    outbox.push(TailEvent::Begin {
-        source: source.clone(),
-        origin: FileOrigin {
-            path: t.path.clone(),
-            dev: t.id.dev,
-            inode: t.id.inode,
-        },
-        offset,
-    })?;
-    let reader = SourceReader::new(source, path_str(&t.path), offset, cfg.limits);
-    t.identity = Identity::Named {
-        fingerprint,
-        reader,
-    };
-    Ok(())
-}
-
-/// The file was truncated or rewritten: ship the complete lines already read, then name it
-/// afresh and read it from 0.
-fn restart<S: EventSink>(
-    t: &mut Tracked,
-    outbox: &mut Outbox<S>,
-    reason: &'static str,
-) -> Result<(), SinkClosed> {
-    if let Identity::Named { reader, .. } = &mut t.identity {
-        reader.flush(&mut |c| outbox.emit(c))?;
-        info!(path = %t.path.display(), source = %reader.source(), read_to = reader.read_pos(),
-            reason, "file truncated; reading it from the start as a new source");
-    }
-    metrics::counter!(m::TRUNCATIONS_TOTAL).increment(1);
-    t.identity = Identity::Waiting { tried_size: None };
-    Ok(())
-}
-
-/// Opens without updating the access time on every read (saves inode writes on flash storage);
-/// falls back to a plain open where `O_NOATIME` is not permitted (files of other users).
-fn open_for_reading(path: &std::path::Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOATIME)
-        .open(path)
-    {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
-        opened => opened,
-    }
-}
-
-fn path_str(path: &std::path::Path) -> Arc<str> {
-    Arc::from(path.to_string_lossy().as_ref())
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::Path;
 
 use protocol::framing::OVERSIZE_PREFIX_BYTES;
-use protocol::{BatchKind, ByteRange};
+use protocol::{BatchKind, ByteRange, Fingerprint};
 
 use super::*;
 
