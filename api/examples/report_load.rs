@@ -65,7 +65,10 @@ fn run_id(body: &str) -> Option<String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let addr = args.get(1).cloned().unwrap_or_else(|| "127.0.0.1:8000".into());
+    let addr = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| "127.0.0.1:8000".into());
     let rate: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000.0);
     let seconds: f64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(10.0);
     let connections: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(32);
