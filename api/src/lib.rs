@@ -6,7 +6,8 @@
 //! - [`error`]: `ApiError` → `application/problem+json`.
 //! - [`extract`]: JSON body, query and path extractors whose errors name the field.
 //! - [`idempotency`]: `Idempotency-Key` claims and stored answers.
-//! - [`runs`]: run lifecycle endpoints; [`run_store`]: their SQL and run events.
+//! - [`runs`]: run lifecycle endpoints; [`run_schema`]: their bodies; [`run_store`]: their SQL
+//!   and run events.
 //! - [`relay`]: the outbox relay to JetStream.
 //! - [`kpi`]: `GET /kpi/oee` (OEE per shift, roll-up, MTBF/MTTR) from the SQL of the MES views.
 //! - [`trace`]: `GET /trace/work_order/{id}`.
@@ -26,6 +27,7 @@ pub mod idempotency;
 pub mod kpi;
 pub mod metrics;
 pub mod relay;
+pub mod run_schema;
 pub mod run_store;
 pub mod runs;
 pub mod seed;

@@ -10,8 +10,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::{ApiError, Problem};
+use crate::run_schema::{Downtime, Run};
 use crate::run_store::{self, DowntimeRow};
-use crate::runs::{Downtime, Run};
 use crate::state::AppState;
 
 /// Readings of one sensor during one run.
