@@ -16,50 +16,50 @@ fn close(v: &Value, expected: f64, what: &str) {
 async fn kpi_oee_lists_shifts_rolls_up_and_reports_mtbf() {
     let t = db().await;
     let app = app(&t.pool);
-    // R1: 4 h in BKK's Day shift of 2026-01-05 (01:00Z-09:00Z) with a 15-minute breakdown.
-    let r1 = start_run(&app, json!({"work_order_id":"WO-K","operation_id":"OP10","resource_id":"R1","ideal_cycle_time_s":1.5,"started_at":"2026-01-05T02:00:00Z"})).await;
+    // R1: 4 h in BKK's Day shift of 2025-01-06 (01:00Z-09:00Z) with a 15-minute breakdown.
+    let r1 = start_run(&app, json!({"work_order_id":"WO-K","operation_id":"OP10","resource_id":"R1","ideal_cycle_time_s":1.5,"started_at":"2025-01-06T02:00:00Z"})).await;
     post(
         &app,
         "/op_run/report",
-        json!({"op_run_id":r1,"good_delta":780,"scrap_delta":20,"at":"2026-01-05T05:00:00Z"}),
+        json!({"op_run_id":r1,"good_delta":780,"scrap_delta":20,"at":"2025-01-06T05:00:00Z"}),
     )
     .await;
     post(
         &app,
         "/op_run/pause",
-        json!({"op_run_id":r1,"reason_code":"breakdown","at":"2026-01-05T03:00:00Z"}),
+        json!({"op_run_id":r1,"reason_code":"breakdown","at":"2025-01-06T03:00:00Z"}),
     )
     .await;
     post(
         &app,
         "/op_run/resume",
-        json!({"op_run_id":r1,"at":"2026-01-05T03:15:00Z"}),
+        json!({"op_run_id":r1,"at":"2025-01-06T03:15:00Z"}),
     )
     .await;
     post(
         &app,
         "/op_run/complete",
-        json!({"op_run_id":r1,"ended_at":"2026-01-05T06:00:00Z"}),
+        json!({"op_run_id":r1,"ended_at":"2025-01-06T06:00:00Z"}),
     )
     .await;
     // R2: 2 h in the same shift, no downtime.
-    let r2 = start_run(&app, json!({"work_order_id":"WO-K","operation_id":"OP20","resource_id":"R2","ideal_cycle_time_s":1.0,"started_at":"2026-01-05T03:00:00Z"})).await;
+    let r2 = start_run(&app, json!({"work_order_id":"WO-K","operation_id":"OP20","resource_id":"R2","ideal_cycle_time_s":1.0,"started_at":"2025-01-06T03:00:00Z"})).await;
     post(
         &app,
         "/op_run/report",
-        json!({"op_run_id":r2,"good_delta":6000,"scrap_delta":0,"at":"2026-01-05T04:00:00Z"}),
+        json!({"op_run_id":r2,"good_delta":6000,"scrap_delta":0,"at":"2025-01-06T04:00:00Z"}),
     )
     .await;
     post(
         &app,
         "/op_run/complete",
-        json!({"op_run_id":r2,"ended_at":"2026-01-05T05:00:00Z"}),
+        json!({"op_run_id":r2,"ended_at":"2025-01-06T05:00:00Z"}),
     )
     .await;
 
     let a = get(
         &app,
-        "/kpi/oee?from=2026-01-05T00:00:00Z&to=2026-01-05T12:00:00Z",
+        "/kpi/oee?from=2025-01-06T00:00:00Z&to=2025-01-06T12:00:00Z",
     )
     .await;
     assert_eq!(a.status, 200, "{}", a.body);
@@ -72,7 +72,7 @@ async fn kpi_oee_lists_shifts_rolls_up_and_reports_mtbf() {
             s1["shift_name"].as_str(),
             s1["shift_date"].as_str()
         ),
-        (Some("R1"), Some("Day"), Some("2026-01-05"))
+        (Some("R1"), Some("Day"), Some("2025-01-06"))
     );
     close(&s1["availability"], 13_500.0 / 14_400.0, "A");
     close(&s1["performance"], 1200.0 / 13_500.0, "E");
@@ -94,14 +94,14 @@ async fn kpi_oee_lists_shifts_rolls_up_and_reports_mtbf() {
     // Filters.
     let only = get(
         &app,
-        "/kpi/oee?from=2026-01-05T00:00:00Z&to=2026-01-05T12:00:00Z&resource_id=R2",
+        "/kpi/oee?from=2025-01-06T00:00:00Z&to=2025-01-06T12:00:00Z&resource_id=R2",
     )
     .await;
     assert_eq!(only.body["shifts"].as_array().unwrap().len(), 1);
     close(&only.body["total"]["oee"], 1.0 * 6000.0 / 7200.0, "R2 OEE");
     let other_site = get(
         &app,
-        "/kpi/oee?from=2026-01-05T00:00:00Z&to=2026-01-05T12:00:00Z&site_id=XYZ",
+        "/kpi/oee?from=2025-01-06T00:00:00Z&to=2025-01-06T12:00:00Z&site_id=XYZ",
     )
     .await;
     assert_eq!(other_site.body["shifts"], json!([]));
@@ -123,45 +123,45 @@ async fn kpi_oee_lists_shifts_rolls_up_and_reports_mtbf() {
 async fn work_order_trace_has_runs_counts_downtime_and_sensor_summaries() {
     let t = db().await;
     let app = app(&t.pool);
-    let id = start_run(&app, json!({"work_order_id":"WO-T","operation_id":"OP10","resource_id":"SMT01","started_at":"2026-02-01T00:00:00Z"})).await;
+    let id = start_run(&app, json!({"work_order_id":"WO-T","operation_id":"OP10","resource_id":"SMT01","started_at":"2025-02-01T00:00:00Z"})).await;
     post(
         &app,
         "/op_run/report",
-        json!({"op_run_id":id,"good_delta":10,"scrap_delta":1,"at":"2026-02-01T00:10:00Z"}),
+        json!({"op_run_id":id,"good_delta":10,"scrap_delta":1,"at":"2025-02-01T00:10:00Z"}),
     )
     .await;
     post(
         &app,
         "/op_run/report",
-        json!({"op_run_id":id,"good_delta":5,"scrap_delta":0,"at":"2026-02-01T00:20:00Z"}),
+        json!({"op_run_id":id,"good_delta":5,"scrap_delta":0,"at":"2025-02-01T00:20:00Z"}),
     )
     .await;
     post(
         &app,
         "/op_run/pause",
-        json!({"op_run_id":id,"reason_code":"material_shortage","at":"2026-02-01T00:30:00Z"}),
+        json!({"op_run_id":id,"reason_code":"material_shortage","at":"2025-02-01T00:30:00Z"}),
     )
     .await;
     post(
         &app,
         "/op_run/resume",
-        json!({"op_run_id":id,"at":"2026-02-01T00:40:00Z"}),
+        json!({"op_run_id":id,"at":"2025-02-01T00:40:00Z"}),
     )
     .await;
     post(
         &app,
         "/op_run/complete",
-        json!({"op_run_id":id,"ended_at":"2026-02-01T01:00:00Z"}),
+        json!({"op_run_id":id,"ended_at":"2025-02-01T01:00:00Z"}),
     )
     .await;
     sqlx::query(
         "INSERT INTO readings (ts, site, resource_id, sensor, value, unit) VALUES
-         ('2026-02-01T00:05:00Z', 'BKK', 'SMT01', 'temp', 36.0, 'C'),
-         ('2026-02-01T00:15:00Z', 'BKK', 'SMT01', 'temp', 38.0, 'C'),
-         ('2026-02-01T00:25:00Z', 'BKK', 'SMT01', 'temp', 40.0, 'C'),
-         ('2026-02-01T00:25:00Z', 'BKK', 'SMT01', 'speed', 120.0, 'cph'),
-         ('2026-02-01T01:00:00Z', 'BKK', 'SMT01', 'temp', 99.0, 'C'),
-         ('2026-02-01T00:25:00Z', 'BKK', 'OTHER', 'temp', 99.0, 'C')",
+         ('2025-02-01T00:05:00Z', 'BKK', 'SMT01', 'temp', 36.0, 'C'),
+         ('2025-02-01T00:15:00Z', 'BKK', 'SMT01', 'temp', 38.0, 'C'),
+         ('2025-02-01T00:25:00Z', 'BKK', 'SMT01', 'temp', 40.0, 'C'),
+         ('2025-02-01T00:25:00Z', 'BKK', 'SMT01', 'speed', 120.0, 'cph'),
+         ('2025-02-01T01:00:00Z', 'BKK', 'SMT01', 'temp', 99.0, 'C'),
+         ('2025-02-01T00:25:00Z', 'BKK', 'OTHER', 'temp', 99.0, 'C')",
     )
     .execute(&t.pool)
     .await
@@ -202,7 +202,7 @@ async fn spc_reports_limits_rule_breaks_and_capability() {
     values.push(12.0);
     for (i, v) in values.iter().enumerate() {
         sqlx::query("INSERT INTO readings (ts, site, resource_id, sensor, value) VALUES ($1, 'BKK', 'SMT01', 'temp', $2)")
-            .bind(chrono::DateTime::parse_from_rfc3339("2026-02-01T00:00:00Z").unwrap() + chrono::Duration::seconds(i as i64))
+            .bind(chrono::DateTime::parse_from_rfc3339("2025-02-01T00:00:00Z").unwrap() + chrono::Duration::seconds(i as i64))
             .bind(v)
             .execute(&t.pool)
             .await
@@ -214,7 +214,7 @@ async fn spc_reports_limits_rule_breaks_and_capability() {
         .unwrap();
     let a = get(
         &app,
-        "/spc?resource_id=SMT01&sensor=temp&from=2026-02-01T00:00:00Z&to=2026-02-01T01:00:00Z",
+        "/spc?resource_id=SMT01&sensor=temp&from=2025-02-01T00:00:00Z&to=2025-02-01T01:00:00Z",
     )
     .await;
     assert_eq!(a.status, 200, "{}", a.body);

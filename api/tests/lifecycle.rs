@@ -178,19 +178,19 @@ async fn caller_timestamps_are_kept_and_checked() {
     let t = db().await;
     let app = app(&t.pool);
     let mut body = seed_start("R-ts");
-    body["started_at"] = json!("2026-03-01T00:00:00Z");
+    body["started_at"] = json!("2025-03-01T00:00:00Z");
     let id = start_run(&app, body).await;
     let r = post(
         &app,
         "/op_run/report",
-        json!({"op_run_id":id,"good_delta":3,"scrap_delta":0,"at":"2026-03-01T09:00:00+07:00"}),
+        json!({"op_run_id":id,"good_delta":3,"scrap_delta":0,"at":"2025-03-01T09:00:00+07:00"}),
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     post(
         &app,
         "/op_run/report",
-        json!({"op_run_id":id,"good_delta":3,"scrap_delta":0,"at":"2026-02-28T23:00:00Z"}),
+        json!({"op_run_id":id,"good_delta":3,"scrap_delta":0,"at":"2025-02-28T23:00:00Z"}),
     )
     .await
     .assert_problem(422, Some("at"), "report before start");
@@ -204,7 +204,7 @@ async fn caller_timestamps_are_kept_and_checked() {
     let p = post(
         &app,
         "/op_run/pause",
-        json!({"op_run_id":id,"reason_code":"changeover","at":"2026-03-01T02:00:00Z"}),
+        json!({"op_run_id":id,"reason_code":"changeover","at":"2025-03-01T02:00:00Z"}),
     )
     .await;
     assert_eq!(p.status, StatusCode::OK, "{}", p.body);
@@ -212,7 +212,7 @@ async fn caller_timestamps_are_kept_and_checked() {
     post(
         &app,
         "/op_run/resume",
-        json!({"op_run_id":id,"at":"2026-03-01T01:59:00Z"}),
+        json!({"op_run_id":id,"at":"2025-03-01T01:59:00Z"}),
     )
     .await
     .assert_problem(422, Some("at"), "resume before the pause");
@@ -220,26 +220,26 @@ async fn caller_timestamps_are_kept_and_checked() {
     post(
         &app,
         "/op_run/complete",
-        json!({"op_run_id":id,"ended_at":"2026-02-28T00:00:00Z"}),
+        json!({"op_run_id":id,"ended_at":"2025-02-28T00:00:00Z"}),
     )
     .await
     .assert_problem(422, Some("ended_at"), "end before start");
     let c = post(
         &app,
         "/op_run/complete",
-        json!({"op_run_id":id,"ended_at":"2026-03-01T02:30:00Z"}),
+        json!({"op_run_id":id,"ended_at":"2025-03-01T02:30:00Z"}),
     )
     .await;
     assert_eq!(c.status, StatusCode::OK, "{}", c.body);
     let d = get(&app, &format!("/op_run/{id}")).await;
-    assert_eq!(d.body["started_at"], "2026-03-01T00:00:00Z");
-    assert_eq!(d.body["ended_at"], "2026-03-01T02:30:00Z");
-    assert_eq!(d.body["downtime"][0]["ended_at"], "2026-03-01T02:30:00Z");
+    assert_eq!(d.body["started_at"], "2025-03-01T00:00:00Z");
+    assert_eq!(d.body["ended_at"], "2025-03-01T02:30:00Z");
+    assert_eq!(d.body["downtime"][0]["ended_at"], "2025-03-01T02:30:00Z");
     let at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT at FROM op_run_count")
         .fetch_one(&t.pool)
         .await
         .unwrap();
-    assert_eq!(at.to_rfc3339(), "2026-03-01T02:00:00+00:00");
+    assert_eq!(at.to_rfc3339(), "2025-03-01T02:00:00+00:00");
 }
 
 #[tokio::test]
@@ -247,7 +247,7 @@ async fn overlapping_runs_on_one_resource_are_refused_by_the_database() {
     let t = db().await;
     let app = app(&t.pool);
     let mut a = seed_start("R-ov");
-    a["started_at"] = json!("2026-01-01T00:00:00Z");
+    a["started_at"] = json!("2025-01-01T00:00:00Z");
     let id = start_run(&app, a.clone()).await;
     post(&app, "/op_run/start", seed_start("R-ov"))
         .await
@@ -256,12 +256,12 @@ async fn overlapping_runs_on_one_resource_are_refused_by_the_database() {
     let c = post(
         &app,
         "/op_run/complete",
-        json!({"op_run_id":id,"ended_at":"2026-01-01T04:00:00Z"}),
+        json!({"op_run_id":id,"ended_at":"2025-01-01T04:00:00Z"}),
     )
     .await;
     assert_eq!(c.status, StatusCode::OK);
     let mut inside = seed_start("R-ov");
-    inside["started_at"] = json!("2026-01-01T03:00:00Z");
+    inside["started_at"] = json!("2025-01-01T03:00:00Z");
     post(&app, "/op_run/start", inside).await.assert_problem(
         409,
         Some("resource_id"),
@@ -269,7 +269,7 @@ async fn overlapping_runs_on_one_resource_are_refused_by_the_database() {
     );
     // Half-open: a run may start exactly when the previous one ended.
     let mut next = seed_start("R-ov");
-    next["started_at"] = json!("2026-01-01T04:00:00Z");
+    next["started_at"] = json!("2025-01-01T04:00:00Z");
     start_run(&app, next).await;
     // A resource belongs to one site.
     let mut other_site = seed_start("R-other2");

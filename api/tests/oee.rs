@@ -128,12 +128,12 @@ async fn add_site(pool: &PgPool, site: &str, zone: &str) {
 async fn run_inside_one_shift() {
     let t = db().await;
     let app = app(&t.pool);
-    // BKK Day shift of 2026-01-05 is 08:00-16:00 +07 = 01:00Z-09:00Z.
-    let run = Run::start(&app, "R1", "BKK", "2026-01-05T02:00:00Z", Some(1.5)).await;
-    run.report("2026-01-05T03:00:00Z", 400, 10).await;
-    run.report("2026-01-05T05:30:00Z", 380, 10).await;
-    run.complete("2026-01-05T06:00:00Z").await;
-    let r = oee_row(&t.pool, "R1", "Day", "2026-01-05").await;
+    // BKK Day shift of 2025-01-06 is 08:00-16:00 +07 = 01:00Z-09:00Z.
+    let run = Run::start(&app, "R1", "BKK", "2025-01-06T02:00:00Z", Some(1.5)).await;
+    run.report("2025-01-06T03:00:00Z", 400, 10).await;
+    run.report("2025-01-06T05:30:00Z", 380, 10).await;
+    run.complete("2025-01-06T06:00:00Z").await;
+    let r = oee_row(&t.pool, "R1", "Day", "2025-01-06").await;
     assert_eq!(
         (r.pbt_seconds, r.apt_seconds, r.pq, r.gq),
         (14_400.0, 14_400.0, 800, 780)
@@ -150,13 +150,13 @@ async fn run_across_two_shifts_is_split_by_time_and_counts_by_report_time() {
     let t = db().await;
     let app = app(&t.pool);
     // 06:00Z-11:00Z = 13:00-18:00 Bangkok: 3 h of Day (until 09:00Z), 2 h of Evening.
-    let run = Run::start(&app, "R2", "BKK", "2026-01-05T06:00:00Z", Some(2.0)).await;
-    run.report("2026-01-05T08:00:00Z", 5000, 0).await;
-    run.report("2026-01-05T08:30:00Z", 0, 100).await;
-    run.report("2026-01-05T10:00:00Z", 4000, 50).await;
-    run.complete("2026-01-05T11:00:00Z").await;
+    let run = Run::start(&app, "R2", "BKK", "2025-01-06T06:00:00Z", Some(2.0)).await;
+    run.report("2025-01-06T08:00:00Z", 5000, 0).await;
+    run.report("2025-01-06T08:30:00Z", 0, 100).await;
+    run.report("2025-01-06T10:00:00Z", 4000, 50).await;
+    run.complete("2025-01-06T11:00:00Z").await;
 
-    let day = oee_row(&t.pool, "R2", "Day", "2026-01-05").await;
+    let day = oee_row(&t.pool, "R2", "Day", "2025-01-06").await;
     assert_eq!((day.pbt_seconds, day.pq, day.gq), (10_800.0, 5100, 5000));
     day.assert_kpis(
         1.0,
@@ -165,7 +165,7 @@ async fn run_across_two_shifts_is_split_by_time_and_counts_by_report_time() {
         2.0 * 5000.0 / 10_800.0,
     );
 
-    let evening = oee_row(&t.pool, "R2", "Evening", "2026-01-05").await;
+    let evening = oee_row(&t.pool, "R2", "Evening", "2025-01-06").await;
     assert_eq!(
         (evening.pbt_seconds, evening.pq, evening.gq),
         (7_200.0, 4050, 4000)
@@ -205,23 +205,23 @@ async fn downtime_lands_in_its_loss_bucket_and_breaks_leave_planned_time() {
     .execute(&t.pool)
     .await
     .unwrap();
-    // Night of 2026-01-06 = 2026-01-05T17:00Z .. 2026-01-06T01:00Z; the run covers all of it.
-    let run = Run::start(&app, "R3", "BKK", "2026-01-05T17:00:00Z", Some(1.0)).await;
-    run.down("breakdown", "2026-01-05T18:00:00Z", "2026-01-05T18:30:00Z")
+    // Night of 2025-01-07 = 2025-01-06T17:00Z .. 2025-01-07T01:00Z; the run covers all of it.
+    let run = Run::start(&app, "R3", "BKK", "2025-01-06T17:00:00Z", Some(1.0)).await;
+    run.down("breakdown", "2025-01-06T18:00:00Z", "2025-01-06T18:30:00Z")
         .await; // availability, failure
     run.down(
         "planned_maintenance",
-        "2026-01-05T20:00:00Z",
-        "2026-01-05T21:00:00Z",
+        "2025-01-06T20:00:00Z",
+        "2025-01-06T21:00:00Z",
     )
     .await; // excluded
-    run.down("minor_stop", "2026-01-05T22:00:00Z", "2026-01-05T22:10:00Z")
+    run.down("minor_stop", "2025-01-06T22:00:00Z", "2025-01-06T22:10:00Z")
         .await; // performance
-    run.report("2026-01-05T23:00:00Z", 20_000, 400).await;
-    run.complete("2026-01-06T01:00:00Z").await;
+    run.report("2025-01-06T23:00:00Z", 20_000, 400).await;
+    run.complete("2025-01-07T01:00:00Z").await;
 
     // PBT = 28800 − 3600 (excluded) − 1800 (break) = 23400; APT = 23400 − 1800 = 21600.
-    let r = oee_row(&t.pool, "R3", "Night", "2026-01-06").await;
+    let r = oee_row(&t.pool, "R3", "Night", "2025-01-07").await;
     assert_eq!((r.pbt_seconds, r.apt_seconds), (23_400.0, 21_600.0));
     r.assert_kpis(
         21_600.0 / 23_400.0,
@@ -264,7 +264,7 @@ async fn downtime_lands_in_its_loss_bucket_and_breaks_leave_planned_time() {
     .execute(&t.pool)
     .await
     .unwrap();
-    let r = oee_row(&t.pool, "R3", "Night", "2026-01-06").await;
+    let r = oee_row(&t.pool, "R3", "Night", "2025-01-07").await;
     assert_eq!((r.pbt_seconds, r.apt_seconds), (23_400.0, 23_400.0));
     r.assert_kpis(
         1.0,
@@ -279,23 +279,23 @@ async fn dst_nights_last_seven_or_nine_hours_in_berlin() {
     let t = db().await;
     let app = app(&t.pool);
     add_site(&t.pool, "BER", "Europe/Berlin").await;
-    // 2026-03-29: 02:00 CET → 03:00 CEST. Night 00:00 (+01) .. 08:00 (+02) = 23:00Z .. 06:00Z.
-    let spring = Run::start(&app, "BER-1", "BER", "2026-03-28T23:00:00Z", Some(1.0)).await;
-    spring.report("2026-03-29T03:00:00Z", 12_600, 0).await;
-    spring.complete("2026-03-29T06:00:00Z").await;
-    let r = oee_row(&t.pool, "BER-1", "Night", "2026-03-29").await;
+    // 2024-03-31: 02:00 CET → 03:00 CEST. Night 00:00 (+01) .. 08:00 (+02) = 23:00Z .. 06:00Z.
+    let spring = Run::start(&app, "BER-1", "BER", "2024-03-30T23:00:00Z", Some(1.0)).await;
+    spring.report("2024-03-31T03:00:00Z", 12_600, 0).await;
+    spring.complete("2024-03-31T06:00:00Z").await;
+    let r = oee_row(&t.pool, "BER-1", "Night", "2024-03-31").await;
     assert_eq!(r.pbt_seconds, 7.0 * 3600.0, "the spring night lasts 7 h");
     r.assert_kpis(1.0, 0.5, 1.0, 0.5);
-    // 2026-10-25: 03:00 CEST → 02:00 CET. Night 00:00 (+02) .. 08:00 (+01) = 22:00Z .. 07:00Z.
-    let autumn = Run::start(&app, "BER-1", "BER", "2026-10-24T22:00:00Z", Some(1.0)).await;
-    autumn.report("2026-10-25T03:00:00Z", 16_200, 0).await;
-    autumn.complete("2026-10-25T07:00:00Z").await;
-    let r = oee_row(&t.pool, "BER-1", "Night", "2026-10-25").await;
+    // 2024-10-27: 03:00 CEST → 02:00 CET. Night 00:00 (+02) .. 08:00 (+01) = 22:00Z .. 07:00Z.
+    let autumn = Run::start(&app, "BER-1", "BER", "2024-10-26T22:00:00Z", Some(1.0)).await;
+    autumn.report("2024-10-27T03:00:00Z", 16_200, 0).await;
+    autumn.complete("2024-10-27T07:00:00Z").await;
+    let r = oee_row(&t.pool, "BER-1", "Night", "2024-10-27").await;
     assert_eq!(r.pbt_seconds, 9.0 * 3600.0, "the autumn night lasts 9 h");
     r.assert_kpis(1.0, 0.5, 1.0, 0.5);
     // Neighbouring shifts keep 8 h and meet without gap or overlap.
     let rows: Vec<(String, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
-        "SELECT shift_name, starts_at, ends_at FROM edge_mes_shift_instances('2026-10-24', '2026-10-25', 'BER')
+        "SELECT shift_name, starts_at, ends_at FROM edge_mes_shift_instances('2024-10-26', '2024-10-27', 'BER')
          ORDER BY starts_at",
     )
     .fetch_all(&t.pool)
@@ -316,13 +316,13 @@ async fn dst_nights_last_seven_or_nine_hours_in_berlin() {
     let odd: Vec<String> = sqlx::query_scalar(
         "SELECT to_char(starts_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') || '/' ||
                 to_char(ends_at AT TIME ZONE 'UTC', 'HH24:MI')
-         FROM edge_mes_shift_instances('2026-03-29', '2026-10-25', 'BER')
-         WHERE shift_name = 'Odd' AND shift_date IN ('2026-03-29', '2026-10-25') ORDER BY starts_at",
+         FROM edge_mes_shift_instances('2024-03-31', '2024-10-27', 'BER')
+         WHERE shift_name = 'Odd' AND shift_date IN ('2024-03-31', '2024-10-27') ORDER BY starts_at",
     )
     .fetch_all(&t.pool)
     .await
     .unwrap();
-    assert_eq!(odd, ["2026-03-29 01:30/01:30", "2026-10-25 01:30/02:30"]);
+    assert_eq!(odd, ["2024-03-31 01:30/01:30", "2024-10-27 01:30/02:30"]);
 }
 
 #[tokio::test]
@@ -330,11 +330,11 @@ async fn dst_nights_last_seven_or_nine_hours_in_chicago() {
     let t = db().await;
     let app = app(&t.pool);
     add_site(&t.pool, "CHI", "America/Chicago").await;
-    // 2026-03-08: 02:00 CST → 03:00 CDT. Night 00:00 (−06) .. 08:00 (−05) = 06:00Z .. 13:00Z.
-    let spring = Run::start(&app, "CHI-1", "CHI", "2026-03-08T06:00:00Z", Some(0.5)).await;
-    spring.report("2026-03-08T12:59:00Z", 40_000, 1_000).await;
-    spring.complete("2026-03-08T13:00:00Z").await;
-    let r = oee_row(&t.pool, "CHI-1", "Night", "2026-03-08").await;
+    // 2024-03-10: 02:00 CST → 03:00 CDT. Night 00:00 (−06) .. 08:00 (−05) = 06:00Z .. 13:00Z.
+    let spring = Run::start(&app, "CHI-1", "CHI", "2024-03-10T06:00:00Z", Some(0.5)).await;
+    spring.report("2024-03-10T12:59:00Z", 40_000, 1_000).await;
+    spring.complete("2024-03-10T13:00:00Z").await;
+    let r = oee_row(&t.pool, "CHI-1", "Night", "2024-03-10").await;
     assert_eq!(r.pbt_seconds, 25_200.0);
     r.assert_kpis(
         1.0,
@@ -342,15 +342,15 @@ async fn dst_nights_last_seven_or_nine_hours_in_chicago() {
         40_000.0 / 41_000.0,
         0.5 * 40_000.0 / 25_200.0,
     );
-    // 2026-11-01: 02:00 CDT → 01:00 CST. Night 00:00 (−05) .. 08:00 (−06) = 05:00Z .. 14:00Z; this
-    // run starts at 01:30 local (the second, CST one = 07:30Z) with a stop across the change.
-    let autumn = Run::start(&app, "CHI-1", "CHI", "2026-11-01T05:00:00Z", Some(0.5)).await;
+    // 2024-11-03: 02:00 CDT → 01:00 CST. Night 00:00 (−05) .. 08:00 (−06) = 05:00Z .. 14:00Z; the
+    // run covers it, with a 2-hour breakdown across the change (01:00 CDT .. 02:00 CST).
+    let autumn = Run::start(&app, "CHI-1", "CHI", "2024-11-03T05:00:00Z", Some(0.5)).await;
     autumn
-        .down("breakdown", "2026-11-01T06:00:00Z", "2026-11-01T08:00:00Z")
+        .down("breakdown", "2024-11-03T06:00:00Z", "2024-11-03T08:00:00Z")
         .await;
-    autumn.report("2026-11-01T14:00:00Z", 30_000, 0).await;
-    autumn.complete("2026-11-01T14:00:00Z").await;
-    let r = oee_row(&t.pool, "CHI-1", "Night", "2026-11-01").await;
+    autumn.report("2024-11-03T14:00:00Z", 30_000, 0).await;
+    autumn.complete("2024-11-03T14:00:00Z").await;
+    let r = oee_row(&t.pool, "CHI-1", "Night", "2024-11-03").await;
     assert_eq!((r.pbt_seconds, r.apt_seconds), (32_400.0, 25_200.0));
     // The count at the run's very end belongs to the shift the run ends in (Night, not Day).
     assert_eq!(r.pq, 30_000);
@@ -366,9 +366,9 @@ async fn dst_nights_last_seven_or_nine_hours_in_chicago() {
 async fn run_without_counts_gives_null_with_reasons_and_quality_from_readings() {
     let t = db().await;
     let app = app(&t.pool);
-    let run = Run::start(&app, "R4", "BKK", "2026-01-05T02:00:00Z", Some(1.0)).await;
-    run.complete("2026-01-05T04:00:00Z").await;
-    let r = oee_row(&t.pool, "R4", "Day", "2026-01-05").await;
+    let run = Run::start(&app, "R4", "BKK", "2025-01-06T02:00:00Z", Some(1.0)).await;
+    run.complete("2025-01-06T04:00:00Z").await;
+    let r = oee_row(&t.pool, "R4", "Day", "2025-01-06").await;
     close(r.availability, 1.0, "availability");
     assert_eq!((r.performance, r.quality, r.oee), (None, None, None));
     assert_eq!(r.availability_null_reason, None);
@@ -379,10 +379,10 @@ async fn run_without_counts_gives_null_with_reasons_and_quality_from_readings() 
     // Without counts, quality comes from yield readings during the shift, as the seed does.
     sqlx::query(
         "INSERT INTO readings (ts, site, resource_id, sensor, value) VALUES
-         ('2026-01-05T02:10:00Z', 'BKK', 'R4', 'yield', 0.98),
-         ('2026-01-05T02:20:00Z', 'BKK', 'R4', 'yield', 0.96),
-         ('2026-01-05T02:20:00Z', 'BKK', 'R4', 'defect_rate', 0.5),
-         ('2026-01-05T02:20:00Z', 'BKK', 'R5', 'yield', 0.10)",
+         ('2025-01-06T02:10:00Z', 'BKK', 'R4', 'yield', 0.98),
+         ('2025-01-06T02:20:00Z', 'BKK', 'R4', 'yield', 0.96),
+         ('2025-01-06T02:20:00Z', 'BKK', 'R4', 'defect_rate', 0.5),
+         ('2025-01-06T02:20:00Z', 'BKK', 'R5', 'yield', 0.10)",
     )
     .execute(&t.pool)
     .await
@@ -401,11 +401,11 @@ async fn run_without_counts_gives_null_with_reasons_and_quality_from_readings() 
 async fn zero_planned_time_is_null_with_a_reason_and_active_runs_end_at_now() {
     let t = db().await;
     let app = app(&t.pool);
-    let run = Run::start(&app, "R6", "BKK", "2026-01-05T02:00:00Z", Some(1.0)).await;
-    run.down("no_order", "2026-01-05T02:00:00Z", "2026-01-05T03:00:00Z")
+    let run = Run::start(&app, "R6", "BKK", "2025-01-06T02:00:00Z", Some(1.0)).await;
+    run.down("no_order", "2025-01-06T02:00:00Z", "2025-01-06T03:00:00Z")
         .await;
-    run.complete("2026-01-05T03:00:00Z").await;
-    let r = oee_row(&t.pool, "R6", "Day", "2026-01-05").await;
+    run.complete("2025-01-06T03:00:00Z").await;
+    let r = oee_row(&t.pool, "R6", "Day", "2025-01-06").await;
     assert_eq!(r.pbt_seconds, 0.0);
     assert_eq!((r.availability, r.performance, r.oee), (None, None, None));
     assert_eq!(
