@@ -251,12 +251,12 @@ fn append_line(path: &PathBuf, line: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn free_addr() -> anyhow::Result<SocketAddr> {
+pub fn free_addr() -> anyhow::Result<SocketAddr> {
     let l = TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?)
 }
 
-async fn stop(child: &mut Child) {
+pub async fn stop(child: &mut Child) {
     if let Some(pid) = child.id() {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
@@ -270,7 +270,7 @@ async fn stop(child: &mut Child) {
     }
 }
 
-async fn wait_healthy(addr: SocketAddr) -> anyhow::Result<()> {
+pub async fn wait_healthy(addr: SocketAddr) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok((200, _)) = http(addr, "GET", "/health", None).await {
@@ -283,7 +283,7 @@ async fn wait_healthy(addr: SocketAddr) -> anyhow::Result<()> {
     }
 }
 
-async fn post(addr: SocketAddr, path: &str, body: Value) -> anyhow::Result<Value> {
+pub async fn post(addr: SocketAddr, path: &str, body: Value) -> anyhow::Result<Value> {
     let (status, text) = http(addr, "POST", path, Some(&body)).await?;
     if !(200..300).contains(&status) {
         bail!("POST {path} {body} -> {status} {text}");

@@ -5,4 +5,5 @@
 mod dashboards;
 mod grafana;
 mod loaded_stack;
+mod nats_permissions;
 mod static_checks;

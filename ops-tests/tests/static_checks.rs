@@ -115,7 +115,7 @@ fn every_nats_config_is_valid() {
     }
 }
 
-fn stream_file(name: &str) -> stream::Config {
+pub fn stream_file(name: &str) -> stream::Config {
     let path = root().join("nats/streams").join(name);
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -463,10 +463,10 @@ fn check_rendered(overlay: &Path, docs: &[Value]) {
                     );
                 }
             }
-            // Secrets by reference: no literal connection strings.
+            // Secrets by reference: no literal passwords or connection strings with them.
             for e in c["env"].as_sequence().into_iter().flatten() {
                 let var = e["name"].as_str().unwrap();
-                if var == "DATABASE_URL" || var == "NATS_URL" || var.contains("PASSWORD") {
+                if var == "DATABASE_URL" || var.contains("PASSWORD") {
                     assert!(
                         e["value"].is_null(),
                         "{label}: {name} has {var} as a literal"
@@ -474,6 +474,26 @@ fn check_rendered(overlay: &Path, docs: &[Value]) {
                     assert!(
                         e["valueFrom"]["secretKeyRef"]["name"].is_string(),
                         "{label}: {name} {var} not from a Secret"
+                    );
+                }
+                if let Some(url) = e["value"].as_str() {
+                    assert!(
+                        !url.contains('@'),
+                        "{label}: {name} {var} carries credentials"
+                    );
+                }
+            }
+            // Volumes mounted for credentials come from Secrets.
+            let volumes = &d["spec"]["template"]["spec"]["volumes"];
+            for m in c["volumeMounts"].as_sequence().into_iter().flatten() {
+                let v = volumes
+                    .as_sequence()
+                    .and_then(|vs| vs.iter().find(|v| v["name"] == m["name"]))
+                    .unwrap_or_else(|| panic!("{label}: {name} mounts an undeclared volume"));
+                if m["name"].as_str().unwrap_or("").contains("creds") {
+                    assert!(
+                        v["secret"]["secretName"].is_string(),
+                        "{label}: {name} creds not from a Secret"
                     );
                 }
             }
