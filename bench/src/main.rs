@@ -11,8 +11,9 @@ async fn main() -> ExitCode {
     let config = Config::parse();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-            // sqlx warns when a pooled connection dies while a database is dropped WITH (FORCE).
-            EnvFilter::new("info,sqlx_core::pool=error")
+            // Not sqlx's warnings about slow CHECKPOINTs and DROP DATABASE, nor about pooled
+            // connections ended by DROP DATABASE ... WITH (FORCE).
+            EnvFilter::new("info,sqlx::query=error,sqlx_core::pool=error")
         }))
         .with_writer(std::io::stderr)
         .init();

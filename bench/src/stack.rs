@@ -78,10 +78,30 @@ impl Bench {
         Ok(dep)
     }
 
-    /// Drops the deployment's database.
+    /// Deletes the deployment's streams (READINGS_<ns>, READINGS_DLQ_<ns>) and drops its
+    /// database, so nothing is left behind on a shared server.
     pub async fn retire(&self, dep: Deployment) -> anyhow::Result<()> {
         dep.pool.close().await;
+        if let Err(e) = self.delete_streams(&dep.namespace).await {
+            tracing::warn!(error = %format!("{e:#}"), "cannot delete the benchmark's streams");
+        }
         self.servers.drop_database(&dep.db_name).await
+    }
+
+    async fn delete_streams(&self, namespace: &str) -> anyhow::Result<()> {
+        let names = protocol::Names::isolated(namespace);
+        let options = match std::env::var_os("NATS_CREDS") {
+            Some(creds) => async_nats::ConnectOptions::with_credentials_file(creds).await?,
+            None => async_nats::ConnectOptions::new(),
+        };
+        let client = options.connect(self.servers.nats_url()).await?;
+        let js = async_nats::jetstream::new(client);
+        for stream in [&names.readings_stream, &names.dlq_stream] {
+            js.delete_stream(stream)
+                .await
+                .with_context(|| format!("delete stream {stream}"))?;
+        }
+        Ok(())
     }
 
     fn command(&self, program: &Path, dep: &Deployment) -> Command {
