@@ -572,3 +572,50 @@ fn dashboard_provider_points_at_the_mounted_dashboards() {
     assert_eq!(p["type"], "file");
     assert_eq!(p["options"]["path"], "/var/lib/grafana/dashboards/edge-mes");
 }
+
+#[test]
+fn dashboards_have_unique_uids_and_panel_ids_and_a_layout() {
+    let dashboards = Dashboard::load_dir(&root().join("grafana/dashboards")).unwrap();
+    let mut uids = BTreeSet::new();
+    for d in &dashboards {
+        assert!(uids.insert(d.uid.clone()), "uid {} twice", d.uid);
+        assert!(d.json["title"].is_string(), "{}: no title", d.uid);
+        assert!(d.json["tags"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t == "edge-mes")));
+        let mut ids = BTreeSet::new();
+        let mut panels: Vec<Value> = d.json["panels"].as_array().cloned().unwrap_or_default();
+        let mut i = 0;
+        while i < panels.len() {
+            let nested = panels[i]["panels"].as_array().cloned().unwrap_or_default();
+            panels.extend(nested);
+            i += 1;
+        }
+        for p in &panels {
+            let id = p["id"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{}: panel without id", d.uid));
+            assert!(ids.insert(id), "{}: panel id {id} twice", d.uid);
+            let g = &p["gridPos"];
+            for k in ["h", "w", "x", "y"] {
+                assert!(g[k].is_u64(), "{}: panel {id} gridPos.{k}", d.uid);
+            }
+            assert!(
+                g["x"].as_u64().unwrap() + g["w"].as_u64().unwrap() <= 24,
+                "{}: panel {id} wider than the grid",
+                d.uid
+            );
+        }
+        // Every variable a query uses is defined (checked when the queries run, too).
+        let names: BTreeSet<String> = d.variables().unwrap().into_iter().map(|v| v.name).collect();
+        for q in d.queries().unwrap() {
+            if let Some(r) = &q.repeat {
+                assert!(
+                    names.contains(r),
+                    "{}: repeats over unknown variable {r}",
+                    q.location
+                );
+            }
+        }
+    }
+}
