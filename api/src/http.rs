@@ -64,6 +64,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(runs::pause))
         .routes(routes!(runs::resume))
         .routes(routes!(runs::complete))
+        .routes(routes!(runs::abort))
         .routes(routes!(runs::active))
         .routes(routes!(runs::get_run))
         .routes(routes!(kpi::oee))

@@ -82,6 +82,15 @@ pub struct CompleteRun {
     pub ended_at: Option<DateTime<Utc>>,
 }
 
+/// `POST /op_run/abort` body.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AbortRun {
+    pub op_run_id: Uuid,
+    /// When the run stopped; default now.
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
 /// A production run.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Run {

@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 use protocol::run_event::{CountDelta, RunEventType};
 use serde::Serialize;
 use uuid::Uuid;
@@ -19,7 +19,8 @@ use crate::error::{ApiError, Problem};
 use crate::extract::{parse_uuid, ApiJson};
 use crate::idempotency::{self, IdempotencyKey};
 use crate::run_schema::{
-    ActiveRuns, CompleteRun, Downtime, PauseRun, ReportCounts, ResumeRun, Run, RunDetail, StartRun,
+    AbortRun, ActiveRuns, CompleteRun, Downtime, PauseRun, ReportCounts, ResumeRun, Run, RunDetail,
+    StartRun,
 };
 use crate::run_store::{self, DowntimeRow, NewRun, RunRow};
 use crate::state::AppState;
@@ -68,10 +69,16 @@ fn check_count(field: &str, value: i64) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A caller time, or now; refused when further ahead than the allowed clock skew.
+/// Now, at the database's precision (microseconds), so an answer shows what was stored.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// A caller time (at microsecond precision), or now; refused when further ahead than the allowed
+/// clock skew.
 fn time_or_now(field: &str, value: Option<DateTime<Utc>>) -> Result<DateTime<Utc>, ApiError> {
-    let now = Utc::now();
-    match value {
+    let now = now();
+    match value.map(|t| t.trunc_subsecs(6)) {
         None => Ok(now),
         Some(t) if t > now + MAX_CLOCK_SKEW => Err(ApiError::invalid(
             field,
@@ -355,26 +362,81 @@ pub async fn complete(
     if let Some(s) = body.scrap_units {
         check_count("scrap_units", s)?;
     }
-    let asked_end = time_or_now("ended_at", body.ended_at)?;
+    let finals = (body.good_units, body.scrap_units);
+    end_run(
+        &state,
+        &key,
+        "/op_run/complete",
+        &body,
+        body.op_run_id,
+        body.ended_at,
+        finals,
+        RunEventType::Completed,
+    )
+    .await
+}
+
+/// Abort a run: it ends like a completion (its time stays planned busy time, its counts stay)
+/// but with status `aborted`, for runs stopped without finishing the order.
+#[utoipa::path(post, path = "/op_run/abort", tag = "runs", request_body = AbortRun,
+    params(("Idempotency-Key" = Option<String>, Header, description = "retry-safe key, 1-255 visible ASCII")),
+    responses(
+        (status = 200, description = "aborted", body = Run),
+        (status = 400, description = "malformed body", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "unknown run", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "already completed or aborted", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "invalid field", body = Problem, content_type = "application/problem+json")))]
+pub async fn abort(
+    State(state): State<AppState>,
+    key: IdempotencyKey,
+    ApiJson(body): ApiJson<AbortRun>,
+) -> Result<Response, ApiError> {
+    end_run(
+        &state,
+        &key,
+        "/op_run/abort",
+        &body,
+        body.op_run_id,
+        body.ended_at,
+        (None, None),
+        RunEventType::Aborted,
+    )
+    .await
+}
+
+/// Ends an open run as completed or aborted: the end time (default: now, taken under the run's
+/// lock so it follows every report committed before), final-counter adjustments, the open
+/// downtime closed at the end, the event.
+#[allow(clippy::too_many_arguments)]
+async fn end_run(
+    state: &AppState,
+    key: &IdempotencyKey,
+    route: &str,
+    request: &impl Serialize,
+    id: Uuid,
+    asked_end: Option<DateTime<Utc>>,
+    finals: (Option<i64>, Option<i64>),
+    event_type: RunEventType,
+) -> Result<Response, ApiError> {
+    let asked_end = match asked_end {
+        Some(t) => Some(time_or_now("ended_at", Some(t))?),
+        None => None,
+    };
     let mut tx = state.pool.begin().await?;
-    if let Some(replay) = idempotency::claim(&mut tx, &key, "/op_run/complete", &body).await? {
+    if let Some(replay) = idempotency::claim(&mut tx, key, route, request).await? {
         return Ok(replay.into_response());
     }
-    let mut run = run_store::lock_run(&mut tx, body.op_run_id).await?;
+    let mut run = run_store::lock_run(&mut tx, id).await?;
     must_be_open(&run)?;
     let last_report = run_store::last_report_at(&mut tx, run.op_run_id).await?;
-    // The default end is taken under the run's lock, so it follows every report committed before.
-    let ended_at = match body.ended_at {
-        Some(_) => asked_end,
-        None => last_report.map_or(Utc::now(), |last| last.max(Utc::now())),
-    };
+    let ended_at = asked_end.unwrap_or_else(|| last_report.map_or(now(), |last| last.max(now())));
     not_before("ended_at", ended_at, run.started_at, "the run's start")?;
     if let Some(last) = last_report {
         not_before("ended_at", ended_at, last, "the run's latest count report")?;
     }
     let delta = CountDelta {
-        good_delta: final_delta("good_units", body.good_units, run.good_units)?,
-        scrap_delta: final_delta("scrap_units", body.scrap_units, run.scrap_units)?,
+        good_delta: final_delta("good_units", finals.0, run.good_units)?,
+        scrap_delta: final_delta("scrap_units", finals.1, run.scrap_units)?,
     };
     let mut closed = None;
     if let Some(mut open) = run_store::open_downtime(&mut tx, run.op_run_id).await? {
@@ -393,19 +455,23 @@ pub async fn complete(
     }
     run.good_units += delta.good_delta;
     run.scrap_units += delta.scrap_delta;
-    run.status = "completed".to_owned();
+    run.status = match event_type {
+        RunEventType::Aborted => "aborted",
+        _ => "completed",
+    }
+    .to_owned();
     run.ended_at = Some(ended_at);
     run_store::update_run(&mut tx, &run).await?;
     let event = run_store::event(
         &run,
         &state.settings.default_site,
-        RunEventType::Completed,
+        event_type,
         ended_at,
         Some(delta),
         closed,
     );
     run_store::insert_event(&mut tx, &event).await?;
-    respond(&state, tx, &key, StatusCode::OK, &Run::from(run)).await
+    respond(state, tx, key, StatusCode::OK, &Run::from(run)).await
 }
 
 /// Final total minus the reported total; a final total below it is a conflict.

@@ -4,7 +4,7 @@
 //! API, so it also emits its run events. A command, not a migration: production databases are
 //! never seeded by accident.
 
-use chrono::{Duration, Utc};
+use chrono::{Duration, SubsecRound, Utc};
 use protocol::run_event::{CountDelta, RunEventType};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -14,7 +14,7 @@ use crate::run_store::{self, NewRun};
 /// Creates the demo run (completed) and returns its id. Refused (an exclusion violation) if
 /// SMT01 already has a run in those four hours.
 pub async fn demo_run(pool: &PgPool, site: &str) -> Result<Uuid, sqlx::Error> {
-    let end = Utc::now();
+    let end = Utc::now().trunc_subsecs(0);
     let start = end - Duration::hours(4);
     let mut tx = pool.begin().await?;
     let mut run = run_store::insert_run(

@@ -88,6 +88,12 @@ async fn bad_run_bodies_are_problems_naming_the_field() {
         ("/op_run/complete", format!(r#"{{"op_run_id":"{id}","final":true}}"#), 422, Some("final")),
         ("/op_run/complete", format!(r#"{{"op_run_id":"{unknown}"}}"#), 404, None),
         ("/op_run/complete", format!(r#"{{"op_run_id":"{done}"}}"#), 409, Some("op_run_id")),
+        ("/op_run/abort", "{}".into(), 422, Some("op_run_id")),
+        ("/op_run/abort", format!(r#"{{"op_run_id":"{id}","good_units":1}}"#), 422, Some("good_units")),
+        ("/op_run/abort", format!(r#"{{"op_run_id":"{id}","ended_at":"2000-01-01T00:00:00Z"}}"#), 422, Some("ended_at")),
+        ("/op_run/abort", format!(r#"{{"op_run_id":"{id}","ended_at":"2999-01-01T00:00:00Z"}}"#), 422, Some("ended_at")),
+        ("/op_run/abort", format!(r#"{{"op_run_id":"{unknown}"}}"#), 404, None),
+        ("/op_run/abort", format!(r#"{{"op_run_id":"{done}"}}"#), 409, Some("op_run_id")),
     ];
     for (route, body, status, field) in &cases {
         let a = call(&app, Method::POST, route, Some(body), &[]).await;
@@ -101,6 +107,7 @@ async fn bad_run_bodies_are_problems_naming_the_field() {
         "/op_run/pause",
         "/op_run/resume",
         "/op_run/complete",
+        "/op_run/abort",
     ] {
         let ctx = format!("POST {route}");
         call(

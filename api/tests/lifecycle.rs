@@ -451,3 +451,73 @@ async fn concurrent_reports_all_count_and_complete_is_atomic_with_them() {
     .await;
     assert_eq!(rows, accepted);
 }
+
+#[tokio::test]
+async fn abort_ends_the_run_closes_its_downtime_and_emits_aborted() {
+    let t = db().await;
+    let app = app(&t.pool);
+    let id = start_run(&app, seed_start("R-abort")).await;
+    let r = post(
+        &app,
+        "/op_run/report",
+        json!({"op_run_id":id,"good_delta":4,"scrap_delta":1}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let p = post(
+        &app,
+        "/op_run/pause",
+        json!({"op_run_id":id,"reason_code":"material_shortage"}),
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::OK);
+    let a = post(&app, "/op_run/abort", json!({"op_run_id":id})).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["status"], "aborted");
+    assert_eq!(a.body["good_units"], 4);
+    let d = get(&app, &format!("/op_run/{id}")).await;
+    assert_eq!(d.body["downtime"][0]["ended_at"], a.body["ended_at"]);
+    for route in ["/op_run/abort", "/op_run/complete", "/op_run/pause"] {
+        post(
+            &app,
+            route,
+            json!({"op_run_id":id,"reason_code":"breakdown"})
+                .as_object()
+                .map(|o| {
+                    let mut o = o.clone();
+                    if route != "/op_run/pause" {
+                        o.remove("reason_code");
+                    }
+                    serde_json::Value::Object(o)
+                })
+                .unwrap(),
+        )
+        .await
+        .assert_problem(409, Some("op_run_id"), route);
+    }
+    post(
+        &app,
+        "/op_run/report",
+        json!({"op_run_id":id,"good_delta":1,"scrap_delta":0}),
+    )
+    .await
+    .assert_problem(409, Some("op_run_id"), "report on aborted run");
+    // The resource is free again.
+    start_run(&app, seed_start("R-abort")).await;
+    let types: Vec<String> = sqlx::query_scalar(&format!(
+        "SELECT event_type FROM outbox WHERE op_run_id = '{id}' ORDER BY id"
+    ))
+    .fetch_all(&t.pool)
+    .await
+    .unwrap();
+    assert_eq!(types, ["started", "reported", "paused", "aborted"]);
+    let last: serde_json::Value = sqlx::query_scalar(&format!(
+        "SELECT payload FROM outbox WHERE op_run_id = '{id}' ORDER BY id DESC LIMIT 1"
+    ))
+    .fetch_one(&t.pool)
+    .await
+    .unwrap();
+    let e: protocol::RunEvent = serde_json::from_value(last).unwrap();
+    assert_eq!(e.status, "aborted");
+    assert_eq!(e.downtime.unwrap().reason_code, "material_shortage");
+}

@@ -21,6 +21,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/op_run/pause"),
     ("post", "/op_run/resume"),
     ("post", "/op_run/complete"),
+    ("post", "/op_run/abort"),
     ("get", "/op_run/active"),
     ("get", "/op_run/{op_run_id}"),
     ("get", "/kpi/oee"),
