@@ -223,7 +223,9 @@ pub async fn run(
         delay = (delay * 2).min(Duration::from_secs(5));
     }
     let mut backoff = Duration::from_millis(100);
-    let mut last_backlog = Instant::now() - BACKLOG_EVERY;
+    let mut last_backlog = Instant::now()
+        .checked_sub(BACKLOG_EVERY)
+        .unwrap_or_else(Instant::now);
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING_EVERY);
     housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     info!(stream = %settings.names.stream, "outbox relay running");
