@@ -5,4 +5,6 @@
 //!   Grafana's PostgreSQL data source does) against the database.
 //! - `tests/static_checks.rs`: `nats-server -t` on every NATS config, the compose file and the
 //!   files it references, `systemd-analyze verify` on the edge unit, the Kubernetes overlays
-//!   rendered with `kubectl kustomize` and validated offline.
+//!   rendered with `kubectl kustomize` and validated offline (`.ci/tools.sh` installs the tools).
+//! - `tests/nats_permissions.rs`: the production NATS config's per-component users and
+//!   permissions, exercised with each component's JetStream calls.
