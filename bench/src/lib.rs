@@ -67,6 +67,7 @@ pub async fn run(config: Config, command: String) -> anyhow::Result<Report> {
         quick: config.quick,
         started_at: chrono::Utc::now().to_rfc3339(),
         machine,
+        binaries: bins.clone(),
         backfill: None,
         baselines: None,
         live: None,

@@ -14,6 +14,8 @@ pub struct Report {
     pub quick: bool,
     pub started_at: String,
     pub machine: Machine,
+    /// The binaries under test.
+    pub binaries: crate::binaries::Binaries,
     pub backfill: Option<BackfillReport>,
     pub baselines: Option<BaselineReport>,
     pub live: Option<LiveReport>,
