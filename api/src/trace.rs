@@ -116,8 +116,14 @@ pub async fn work_order(
     }
     let sensors: Vec<SensorRow> = sqlx::query_as(
         "SELECT r.op_run_id, rd.sensor, min(rd.unit) AS unit, count(*) AS count,
-                min(rd.value) AS min, max(rd.value) AS max, avg(rd.value) AS mean,
-                stddev_samp(rd.value) AS stddev, min(rd.ts) AS first_ts, max(rd.ts) AS last_ts
+                min(rd.value) AS min, max(rd.value) AS max,
+                -- In numeric: float8 avg/stddev overflow (an error) on values near f64::MAX,
+                -- which are valid readings; a result beyond float8 is reported as null.
+                CASE WHEN abs(avg(rd.value::numeric)) <= 1.7976931348623157e308
+                     THEN avg(rd.value::numeric)::float8 END AS mean,
+                CASE WHEN stddev_samp(rd.value::numeric) <= 1.7976931348623157e308
+                     THEN stddev_samp(rd.value::numeric)::float8 END AS stddev,
+                min(rd.ts) AS first_ts, max(rd.ts) AS last_ts
          FROM op_run r
          JOIN readings rd ON rd.resource_id = r.resource_id
                          AND rd.ts >= r.started_at AND rd.ts < coalesce(r.ended_at, now())

@@ -192,6 +192,39 @@ async fn work_order_trace_has_runs_counts_downtime_and_sensor_summaries() {
 }
 
 #[tokio::test]
+async fn trace_survives_readings_at_the_edge_of_the_double_range() {
+    let t = db().await;
+    let app = app(&t.pool);
+    let id = start_run(&app, json!({"work_order_id":"WO-X","operation_id":"OP10","resource_id":"SMT01","started_at":"2025-02-01T00:00:00Z"})).await;
+    post(
+        &app,
+        "/op_run/complete",
+        json!({"op_run_id":id,"ended_at":"2025-02-01T01:00:00Z"}),
+    )
+    .await;
+    // Valid readings (finite doubles) whose float8 average or deviation overflows.
+    sqlx::query(
+        "INSERT INTO readings (ts, site, resource_id, sensor, value) VALUES
+         ('2025-02-01T00:05:00Z', 'BKK', 'SMT01', 'x', 1.7976931348623157e308),
+         ('2025-02-01T00:06:00Z', 'BKK', 'SMT01', 'x', 1.7976931348623157e308),
+         ('2025-02-01T00:07:00Z', 'BKK', 'SMT01', 'x', -1.7976931348623157e308)",
+    )
+    .execute(&t.pool)
+    .await
+    .unwrap();
+    let a = get(&app, "/trace/work_order/WO-X").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let sensor = &a.body["runs"][0]["sensors"][0];
+    assert_eq!(sensor["count"], 3);
+    let mean = sensor["mean"].as_f64().expect("mean is a number");
+    assert!((mean / (f64::MAX / 3.0) - 1.0).abs() < 1e-9, "mean {mean}");
+    assert!(
+        sensor["stddev"].is_null(),
+        "a deviation beyond a double is null"
+    );
+}
+
+#[tokio::test]
 async fn spc_reports_limits_rule_breaks_and_capability() {
     let t = db().await;
     let app = app(&t.pool);
