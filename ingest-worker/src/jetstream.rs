@@ -95,8 +95,18 @@ pub async fn ensure(
         num_replicas: config.stream_replicas,
         ..Default::default()
     };
-    for cfg in [readings, dlq] {
+    for mut cfg in [readings, dlq] {
         let name = cfg.name.clone();
+        // A hub stream may aggregate site gateways through `sources` (or be a mirror) configured
+        // by operators; re-applying our settings must not drop them.
+        if let Ok(existing) = js.get_stream(&name).await {
+            let current = &existing.cached_info().config;
+            cfg.sources = current.sources.clone();
+            cfg.mirror = current.mirror.clone();
+            if cfg.mirror.is_some() {
+                cfg.subjects = current.subjects.clone();
+            }
+        }
         js.create_or_update_stream(cfg)
             .await
             .map_err(|source| SetupError::Stream {

@@ -154,3 +154,46 @@ async fn ledger_refuses_overlaps_and_compaction_merges_neighbours() {
     .unwrap();
     assert_eq!(ranges, vec![(0, 40, 4)]);
 }
+
+#[tokio::test]
+async fn stream_setup_keeps_operator_configured_sources() {
+    use async_nats::jetstream::stream::{Config as StreamConfig, Source};
+    let env = Env::new().await;
+    let js = env.js().await;
+    let gateway = format!("GW_{}", env.tag);
+    js.create_stream(StreamConfig {
+        name: gateway.clone(),
+        subjects: vec![format!("gw_{}.>", env.tag)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    js.create_stream(StreamConfig {
+        name: env.names.readings_stream.clone(),
+        subjects: vec![env.names.readings_filter()],
+        sources: Some(vec![Source {
+            name: gateway.clone(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    env.setup_streams().await;
+    let mut stream = js.get_stream(&env.names.readings_stream).await.unwrap();
+    let info = stream.info().await.unwrap();
+    let sources: Vec<String> = info
+        .config
+        .sources
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(sources, vec![gateway]);
+    assert_eq!(
+        info.config.discard,
+        async_nats::jetstream::stream::DiscardPolicy::New,
+        "our settings were applied too"
+    );
+}
