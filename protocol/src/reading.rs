@@ -227,7 +227,7 @@ impl<'de> Visitor<'de> for LineVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut raw = RawLine::default();
         let mut seen = 0u8;
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(key) = map.next_key_seed(Key)? {
             let bit = match key.as_ref() {
                 "ts" => 1,
                 "resource_id" => 2,
@@ -296,6 +296,40 @@ impl<'de> Visitor<'de> for LineVisitor {
 
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
         Err(E::custom(format_args!("{TAG_NOT_OBJECT}null")))
+    }
+}
+
+/// An object key, borrowed from the line unless it holds escapes. (serde's own `Cow<str>`
+/// always allocates, which cost one allocation per key per line.)
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
     }
 }
 
@@ -649,6 +683,10 @@ fn build_meta<'a>(
 /// True if the JSON text holds the escape `\u0000` (an odd run of backslashes before `u0000`).
 fn has_escaped_nul(json: &str) -> bool {
     let bytes = json.as_bytes();
+    // A NUL can only be written as an escape: most meta objects have no backslash at all.
+    if memchr::memchr(b'\\', bytes).is_none() {
+        return false;
+    }
     let mut from = 0;
     while let Some(pos) = json[from..].find("u0000") {
         let at = from + pos;
@@ -722,6 +760,24 @@ mod tests {
         assert_eq!(r.value, 1000.0);
     }
 
+    #[test]
+    fn escaped_field_names_are_recognised() {
+        // Keys are borrowed unless escaped; an escaped key must still name its field, and a
+        // duplicate spelled differently must still be caught.
+        let r = decode_line(
+            br#"{"\u0074s":"2025-08-22T00:00:00Z","resource_id":"R","sens\u006fr":"s","value":1,"x\u0079":2}"#,
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(r.sensor, "s");
+        assert_eq!(r.meta.as_deref(), Some(r#"{"xy":2}"#));
+        assert_eq!(
+            reject(
+                r#"{"ts":"2025-08-22T00:00:00Z","t\u0073":"x","resource_id":"R","sensor":"s","value":1}"#
+            ),
+            RejectReason::DuplicateField
+        );
+    }
     #[test]
     fn unknown_fields_are_merged_into_meta() {
         let r = decode_line(
