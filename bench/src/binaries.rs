@@ -1,4 +1,5 @@
-//! Locating (and if needed building) the release builds of edge-shipper and ingest-worker.
+//! Locating (and if needed building) the release builds of edge-shipper and ingest-worker, and of
+//! mes-api when the API part runs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -7,50 +8,74 @@ use std::time::SystemTime;
 use anyhow::{bail, Context};
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, Part};
 
 const SHIPPER: &str = "edge-shipper";
 const WORKER: &str = "ingest-worker";
+const API: &str = "mes-api";
 
 /// The binaries under test.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Binaries {
     pub shipper: PathBuf,
     pub worker: PathBuf,
+    /// mes-api; located (and built) only when the API part runs.
+    pub api: Option<PathBuf>,
 }
 
 /// Finds the release builds (next to this executable, else in `<target>/release`); builds them
-/// with cargo when missing or when `--rebuild` asks for it, unless `--no-build`.
+/// with cargo when missing or when `--rebuild` asks for it, unless `--no-build`. mes-api is
+/// needed only when the API part runs.
 pub fn locate(config: &Config) -> anyhow::Result<Binaries> {
     let release = release_dir();
-    let found = find(&release);
-    let bins = match found {
+    let with_api = config.runs(Part::Api);
+    let mut crates = vec![SHIPPER, WORKER];
+    if with_api {
+        crates.push(API);
+    }
+    let wanted = crates
+        .iter()
+        .map(|c| format!("-p {c}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let bins = match find(&release, with_api) {
         Some(bins) if !config.rebuild => bins,
         _ if config.no_build => bail!(
-            "release builds of {SHIPPER} and {WORKER} not found in {}; build them with \
-             `cargo build --release -p {SHIPPER} -p {WORKER}` or drop --no-build",
+            "release builds of {} not found in {}; build them with \
+             `cargo build --release {wanted}` or drop --no-build",
+            crates.join(", "),
             release.display()
         ),
         _ => {
-            build()?;
-            find(&release).with_context(|| {
+            build(&crates)?;
+            find(&release, with_api).with_context(|| {
                 format!(
-                    "cargo built {SHIPPER} and {WORKER} but they are not in {}",
+                    "cargo built {} but they are not in {}",
+                    crates.join(", "),
                     release.display()
                 )
             })?
         }
     };
-    for (bin, krate) in [(&bins.shipper, SHIPPER), (&bins.worker, WORKER)] {
-        if is_stale(bin, krate) {
+    let mut under_test = vec![(&bins.shipper, SHIPPER), (&bins.worker, WORKER)];
+    if let Some(api) = &bins.api {
+        under_test.push((api, "api"));
+    }
+    for (bin, dir) in under_test {
+        if is_stale(bin, dir) {
             warn!(binary = %bin.display(), "binary is older than its sources; pass --rebuild to measure the current code");
         }
     }
-    info!(shipper = %bins.shipper.display(), worker = %bins.worker.display(), "binaries under test");
+    info!(
+        shipper = %bins.shipper.display(),
+        worker = %bins.worker.display(),
+        api = ?bins.api.as_ref().map(|p| p.display().to_string()),
+        "binaries under test"
+    );
     Ok(bins)
 }
 
-fn find(release: &Path) -> Option<Binaries> {
+fn find(release: &Path, with_api: bool) -> Option<Binaries> {
     let path = |name: &str| {
         // testkit looks next to the running executable first; accept only a release build.
         testkit::bins::bin_path(name)
@@ -62,9 +87,11 @@ fn find(release: &Path) -> Option<Binaries> {
             })
             .or_else(|| Some(release.join(name)).filter(|p| p.is_file()))
     };
+    let api = if with_api { Some(path(API)?) } else { None };
     Some(Binaries {
         shipper: path(SHIPPER)?,
         worker: path(WORKER)?,
+        api,
     })
 }
 
@@ -88,29 +115,38 @@ fn release_dir() -> PathBuf {
     target.join("release")
 }
 
-fn build() -> anyhow::Result<()> {
+/// `cargo build --release -p <crate> ...`.
+fn build(crates: &[&str]) -> anyhow::Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let root = testkit::bins::workspace_root();
-    info!("building {SHIPPER} and {WORKER} (release)");
-    let status = Command::new(&cargo)
-        .args(["build", "--release", "-p", SHIPPER, "-p", WORKER])
+    info!(crates = %crates.join(" "), "building (release)");
+    let mut cmd = Command::new(&cargo);
+    cmd.args(["build", "--release"]);
+    for krate in crates {
+        cmd.args(["-p", krate]);
+    }
+    let status = cmd
         .current_dir(&root)
         .status()
         .with_context(|| format!("run {cargo:?} build"))?;
     if !status.success() {
-        bail!("cargo build --release -p {SHIPPER} -p {WORKER} failed ({status})");
+        bail!(
+            "cargo build --release -p {} failed ({status})",
+            crates.join(" -p ")
+        );
     }
     Ok(())
 }
 
-/// True when a source file of the crate (or of the protocol crate) is newer than the binary.
-fn is_stale(bin: &Path, krate: &str) -> bool {
+/// True when a source file of the crate in `dir` (or of the protocol crate) is newer than the
+/// binary.
+fn is_stale(bin: &Path, dir: &str) -> bool {
     let Some(built) = modified(bin) else {
         return false;
     };
     let root = testkit::bins::workspace_root();
     [
-        root.join(krate).join("src"),
+        root.join(dir).join("src"),
         root.join("protocol").join("src"),
     ]
     .iter()

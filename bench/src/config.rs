@@ -14,21 +14,24 @@ pub enum Part {
     Backfill,
     /// Part 2: write-to-row latency under a steady load, then the catch-up after a NATS outage.
     Live,
-    /// Part 3: mes-api load (not available yet: mes-api is still being written).
+    /// Part 3: mes-api under an open-loop load of `POST /op_run/report` and `GET /op_run/active`
+    /// (latency from each request's scheduled time), then a closed-loop maximum.
     Api,
     /// Part 4: edge-shipper memory and CPU while tailing many slow files.
     Footprint,
 }
 
 /// End-to-end benchmark of edge-mes: edge-shipper and ingest-worker against real nats-server and
-/// PostgreSQL, measured against the database's own COPY rate and a naive per-line INSERT.
+/// PostgreSQL, measured against the database's own COPY rate and a naive per-line INSERT; and
+/// mes-api under an open-loop request load.
 ///
 /// By default it starts its own private nats-server and PostgreSQL (testkit); with
 /// --use-env-servers it uses NATS_URL and DATABASE_URL instead, creating (and dropping) its own
 /// databases and isolated stream names there. It needs release builds of edge-shipper and
-/// ingest-worker next to itself and builds them when missing (unless --no-build). Environment
-/// variables of the two binaries (EDGE_*, INGEST_*, READINGS_*) are not passed on, so runs are
-/// reproducible; tune them with --shipper-arg / --worker-arg. Exit status: 0 when every row
+/// ingest-worker (and of mes-api for the API part) next to itself and builds them when missing
+/// (unless --no-build). Environment variables of the binaries (EDGE_*, INGEST_*, READINGS_*,
+/// API_*) are not passed on, so runs are reproducible; tune them with --shipper-arg /
+/// --worker-arg / --api-arg. Exit status: 0 when every row
 /// arrived exactly once and every process behaved (missed performance targets do not fail the
 /// run, the table shows them), 1 when a count or process check failed, 2 on an error.
 #[derive(Debug, Clone, Parser)]
@@ -39,10 +42,9 @@ pub struct Config {
     #[arg(long, env = "BENCH_QUICK")]
     pub quick: bool,
 
-    /// Parts to run, comma separated: backfill, live, footprint (api is accepted and reported as
-    /// not available yet).
+    /// Parts to run, comma separated: backfill, live, api, footprint.
     #[arg(long, env = "BENCH_ONLY", value_enum, value_delimiter = ',',
-        default_values_t = [Part::Backfill, Part::Live, Part::Footprint])]
+        default_values_t = [Part::Backfill, Part::Live, Part::Api, Part::Footprint])]
     pub only: Vec<Part>,
 
     /// Write every figure, the checks and the machine description to this JSON file.
@@ -63,12 +65,14 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
-    /// Never build edge-shipper and ingest-worker; fail when their release builds are missing.
+    /// Never build edge-shipper, ingest-worker (and mes-api); fail when their release builds are
+    /// missing.
     #[arg(long, env = "BENCH_NO_BUILD")]
     pub no_build: bool,
 
-    /// Always run `cargo build --release -p edge-shipper -p ingest-worker` first, so the
-    /// measured binaries match the sources (otherwise only when they are missing).
+    /// Always run `cargo build --release -p edge-shipper -p ingest-worker` (plus `-p mes-api`
+    /// when the API part runs) first, so the measured binaries match the sources (otherwise only
+    /// when they are missing).
     #[arg(long, env = "BENCH_REBUILD", conflicts_with = "no_build")]
     pub rebuild: bool,
 
@@ -185,6 +189,59 @@ pub struct Config {
     #[arg(long, env = "BENCH_FOOTPRINT_SECS")]
     pub footprint_secs: Option<u64>,
 
+    /// API: `POST /op_run/report` requests per second of the open-loop load (latency is counted
+    /// from each request's scheduled send time, so a stalled server is not hidden).
+    #[arg(long, env = "BENCH_API_RATE", default_value_t = 1000,
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub api_rate: u32,
+
+    /// API: `GET /op_run/active` requests per second, concurrently with the reports.
+    #[arg(long, env = "BENCH_API_ACTIVE_RATE", default_value_t = 50,
+        value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub api_active_rate: u32,
+
+    /// API: length of the measured open-loop window, in seconds [default: 30; 3 with --quick].
+    #[arg(long, env = "BENCH_API_SECS")]
+    pub api_secs: Option<u64>,
+
+    /// API: seconds of the same load before the window (connections and the server's database
+    /// pool fill up; not measured) [default: 3; 1 with --quick].
+    #[arg(long, env = "BENCH_API_WARMUP_SECS")]
+    pub api_warmup_secs: Option<u64>,
+
+    /// API: seconds of the closed-loop phase (every connection sends its next report as soon as
+    /// the previous answer arrived) that finds the most reports/s held; 0 skips it
+    /// [default: 10; 2 with --quick].
+    #[arg(long, env = "BENCH_API_MAX_SECS")]
+    pub api_max_secs: Option<u64>,
+
+    /// API: keep-alive HTTP/1.1 connections the reports are spread over (a request waits for a
+    /// free connection when all are busy; its latency still counts from its scheduled time).
+    #[arg(long, env = "BENCH_API_CONNECTIONS", default_value_t = 32,
+        value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub api_connections: u32,
+
+    /// API: concurrent production runs started through the API before the load; reports go to
+    /// them round robin.
+    #[arg(long, env = "BENCH_API_RUNS", default_value_t = 50,
+        value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub api_runs: u32,
+
+    /// API: send an `Idempotency-Key` with every report (the retry-safe path: two more
+    /// statements in a transaction); by default reports take the single-statement path.
+    #[arg(long, env = "BENCH_API_IDEMPOTENCY_KEYS")]
+    pub api_idempotency_keys: bool,
+
+    /// Extra argument(s) for mes-api, e.g. --api-arg='--db-max-connections 8' (split at spaces;
+    /// repeatable).
+    #[arg(
+        long,
+        env = "BENCH_API_ARGS",
+        value_delimiter = ' ',
+        allow_hyphen_values = true
+    )]
+    pub api_arg: Vec<String>,
+
     /// Extra argument(s) for every edge-shipper, e.g. --shipper-arg='--linger-ms 20' (split at
     /// spaces; repeatable).
     #[arg(
@@ -243,6 +300,27 @@ impl Config {
         self.pick(self.footprint_secs, 60, 10)
     }
 
+    pub fn api_secs(&self) -> u64 {
+        self.pick(self.api_secs, 30, 3)
+    }
+
+    pub fn api_warmup_secs(&self) -> u64 {
+        self.pick(self.api_warmup_secs, 3, 1)
+    }
+
+    pub fn api_max_secs(&self) -> u64 {
+        self.pick(self.api_max_secs, 10, 2)
+    }
+
+    /// Extra mes-api arguments, blanks dropped.
+    pub fn api_args(&self) -> Vec<String> {
+        self.api_arg
+            .iter()
+            .filter(|a| !a.is_empty())
+            .cloned()
+            .collect()
+    }
+
     /// Extra shipper arguments, blanks dropped.
     pub fn shipper_args(&self) -> Vec<String> {
         self.shipper_arg
@@ -278,12 +356,51 @@ mod tests {
             (full.live_secs(), full.outage_secs(), full.footprint_secs()),
             (60, 60, 60)
         );
-        assert_eq!(full.only, vec![Part::Backfill, Part::Live, Part::Footprint]);
+        assert_eq!(
+            full.only,
+            vec![Part::Backfill, Part::Live, Part::Api, Part::Footprint]
+        );
+        assert_eq!((full.api_rate, full.api_active_rate), (1000, 50));
+        assert_eq!(
+            (full.api_secs(), full.api_warmup_secs(), full.api_max_secs()),
+            (30, 3, 10)
+        );
+        assert_eq!((full.api_connections, full.api_runs), (32, 50));
+        assert!(!full.api_idempotency_keys);
         let quick =
             Config::try_parse_from(["edge-mes-bench", "--quick", "--readings", "5000"]).unwrap();
         assert_eq!(quick.readings(), 5000);
         assert_eq!(quick.naive_sample(), 2_000);
         assert_eq!(quick.live_secs(), 10);
+        // The quick API part stays short: warm-up, window and closed loop ≤ 10 s in all.
+        assert_eq!(quick.api_rate, 1000);
+        assert!(quick.api_warmup_secs() + quick.api_secs() + quick.api_max_secs() <= 10);
+    }
+
+    #[test]
+    fn api_flags_parse_and_the_api_part_runs_alone() {
+        let c = Config::try_parse_from([
+            "edge-mes-bench",
+            "--only",
+            "api",
+            "--api-rate",
+            "2000",
+            "--api-secs",
+            "5",
+            "--api-max-secs",
+            "0",
+            "--api-connections",
+            "8",
+            "--api-idempotency-keys",
+            "--api-arg=--db-max-connections 8",
+        ])
+        .unwrap();
+        assert!(c.runs(Part::Api) && !c.runs(Part::Backfill) && !c.runs(Part::Live));
+        assert_eq!((c.api_rate, c.api_secs(), c.api_max_secs()), (2000, 5, 0));
+        assert_eq!(c.api_connections, 8);
+        assert!(c.api_idempotency_keys);
+        assert_eq!(c.api_args(), ["--db-max-connections", "8"]);
+        assert!(Config::try_parse_from(["edge-mes-bench", "--api-rate", "0"]).is_err());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! and against the database's own limits measured in the same run (issue 5).
 //!
 //! - [`config`]: flags and environment (`--quick`, `--only`, `--json`, sizes and rates).
-//! - [`binaries`]: the release builds of edge-shipper and ingest-worker (built when missing).
+//! - [`binaries`]: the release builds of edge-shipper, ingest-worker and mes-api (built when
+//!   missing).
 //! - [`servers`]: private nats-server and PostgreSQL (testkit) or the ones in the environment.
 //! - [`stack`]: the benchmark context; one fresh database and NATS namespace per measurement.
 //! - [`monitored`]: child processes measured to their end (CPU time, peak RSS).
@@ -12,7 +13,8 @@
 //! - [`visibility`]: when each line became a committed row, from incremental ledger polls.
 //! - [`backfill`], [`baseline`]: part 1 (pipeline; `\copy` 1 and 2 streams; naive INSERT).
 //! - [`live`]: part 2 (write-to-row latency; catch-up after a NATS outage).
-//! - [`api`]: part 3 (not available yet).
+//! - [`api`]: part 3 (mes-api under an open-loop load; exactly-once of the reports and events).
+//! - [`http_load`]: keep-alive HTTP/1.1 connections, open-loop schedule, closed loop.
 //! - [`footprint`]: part 4 (edge-shipper memory and CPU).
 //! - [`machine`], [`report`]: the machine description, targets, tables and JSON.
 
@@ -23,6 +25,7 @@ pub mod binaries;
 pub mod config;
 pub mod footprint;
 pub mod generate;
+pub mod http_load;
 pub mod live;
 pub mod machine;
 pub mod monitored;
@@ -109,7 +112,13 @@ pub async fn run(config: Config, command: String) -> anyhow::Result<Report> {
         }
     }
     if bench.config.runs(Part::Api) {
-        report.api = Some(api::not_available());
+        match api::run(&bench).await {
+            Ok((api, checks)) => {
+                report.api = Some(api);
+                report.checks.extend(checks);
+            }
+            Err(e) => report.errors.push(format!("api: {e:#}")),
+        }
     }
 
     report.machine.load_end = machine::load_average();
