@@ -1,31 +1,22 @@
 //! Command-line and environment configuration.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use protocol::reading::{DEFAULT_MAX_FIELD_BYTES, DEFAULT_MAX_LINE_BYTES};
 use protocol::{Limits, Names};
+use service::nats::NatsArgs;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Human,
-    Json,
-}
+pub use service::telemetry::LogFormat;
 
 /// Pulls readings from NATS JetStream, validates them and COPY-loads them into PostgreSQL /
 /// TimescaleDB exactly once. Run as many replicas as you like: they share one durable consumer.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ingest-worker", version, about, long_about = None)]
 pub struct Config {
-    /// NATS server URL(s), comma-separated.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
-
-    /// NATS credentials file (JWT + NKey), if the server requires one.
-    #[arg(long, env = "NATS_CREDS")]
-    pub nats_creds: Option<PathBuf>,
+    #[command(flatten)]
+    pub nats: NatsArgs,
 
     /// PostgreSQL URL. The database is created if it does not exist; migrations are applied at
     /// start (safe with several workers starting at once).
@@ -135,7 +126,7 @@ impl Config {
     /// A configuration with every default, for tests.
     pub fn for_urls(nats_url: &str, database_url: &str) -> Self {
         let mut c = Self::parse_from(["ingest-worker"]);
-        c.nats_url = nats_url.to_owned();
+        c.nats = NatsArgs::for_url(nats_url);
         c.database_url = database_url.to_owned();
         c
     }

@@ -1,92 +1,36 @@
 //! Database setup and upkeep: connect (creating the database if missing), migrate, daily
 //! partitions, retention and ledger compaction.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{Days, Utc};
-use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgPool};
+use sqlx::PgPool;
 use thiserror::Error;
 use tracing::{info, instrument, warn};
 
-/// The migrations in `db/migrations`, embedded at build time.
-pub static MIGRATOR: Migrator = sqlx::migrate!("../db/migrations");
+pub use service::db::MIGRATOR;
 
 #[derive(Debug, Error)]
 pub enum DbError {
-    #[error("invalid database URL: {0}")]
-    InvalidUrl(#[source] sqlx::Error),
-    #[error("cannot connect to the database: {0}")]
-    Connect(#[source] sqlx::Error),
-    #[error("cannot create database {name}: {source}")]
-    CreateDatabase {
-        name: String,
-        #[source]
-        source: sqlx::Error,
-    },
-    #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Setup(#[from] service::db::DbSetupError),
     #[error("database query failed: {0}")]
     Query(#[from] sqlx::Error),
 }
 
-/// Opens a pool, creating the database first if the server says it does not exist.
-#[instrument(skip_all, err)]
+/// Opens the worker's pool, creating the database if it is missing.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, DbError> {
-    let options = PgConnectOptions::from_str(url)
-        .map_err(DbError::InvalidUrl)?
-        .application_name("ingest-worker")
-        .log_statements(tracing::log::LevelFilter::Trace);
-    let pool_options = PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10));
-    match pool_options.clone().connect_with(options.clone()).await {
-        Ok(pool) => Ok(pool),
-        Err(e) if is_missing_database(&e) => {
-            create_database(&options).await?;
-            pool_options
-                .connect_with(options)
-                .await
-                .map_err(DbError::Connect)
-        }
-        Err(e) => Err(DbError::Connect(e)),
-    }
+    let settings = service::db::PoolSettings {
+        application_name: "ingest-worker",
+        max_connections,
+        acquire_timeout: Duration::from_secs(10),
+    };
+    Ok(service::db::connect(url, &settings).await?)
 }
 
-fn is_missing_database(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("3D000"))
-}
-
-async fn create_database(options: &PgConnectOptions) -> Result<(), DbError> {
-    let name = options.get_database().unwrap_or("edge_mes").to_owned();
-    let mut admin = options
-        .clone()
-        .database("postgres")
-        .connect()
-        .await
-        .map_err(DbError::Connect)?;
-    let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
-    match sqlx::query(&sql).execute(&mut admin).await {
-        Ok(_) => info!(database = %name, "created database"),
-        // Another worker won the race.
-        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P04") => {}
-        Err(source) => return Err(DbError::CreateDatabase { name, source }),
-    }
-    let _ = admin.close().await;
-    Ok(())
-}
-
-/// Applies pending migrations. sqlx holds an advisory lock meanwhile, so workers starting
-/// together apply them once. Migrations this binary does not know (applied by a newer worker or
-/// mes-api during a rolling upgrade) are tolerated, not an error.
-#[instrument(skip_all, err)]
+/// Applies the embedded migrations (see [`service::db::migrate`]).
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
-    let mut migrator = sqlx::migrate!("../db/migrations");
-    migrator.set_ignore_missing(true);
-    migrator.run(pool).await?;
-    Ok(())
+    Ok(service::db::migrate(pool).await?)
 }
 
 /// Creates the daily partitions around today (no-op on TimescaleDB). Returns how many were made.

@@ -17,7 +17,8 @@ pub const REJECTED_LINE_PREFIX_BYTES: usize = 4096;
 pub enum LineOutcome {
     /// Encoded row at this span of [`DecodedMessage::rows`].
     Row(Range<usize>),
-    Reject(RejectRecord),
+    /// Boxed: rejections are rare, and a line's outcome is kept for every line of a batch.
+    Reject(Box<RejectRecord>),
     /// Blank line: neither a row nor a rejection.
     Blank,
 }
@@ -62,7 +63,7 @@ pub fn decode_message(meta: BatchMeta, payload: &[u8], limits: &Limits) -> Decod
     match meta.kind {
         BatchKind::Oversize => lines.push(DecodedLine {
             range: meta.range,
-            outcome: LineOutcome::Reject(RejectRecord {
+            outcome: LineOutcome::Reject(Box::new(RejectRecord {
                 reason: RejectReason::LineTooLong,
                 detail: format!(
                     "line is {} bytes, longer than the shipper's limit",
@@ -71,7 +72,7 @@ pub fn decode_message(meta: BatchMeta, payload: &[u8], limits: &Limits) -> Decod
                 line: lossy_prefix(payload),
                 // The range includes the newline; lengths elsewhere do not.
                 line_bytes: meta.range.len().saturating_sub(1),
-            }),
+            })),
         }),
         BatchKind::Lines => {
             for line in split_lines(payload, meta.range.start) {
@@ -84,12 +85,12 @@ pub fn decode_message(meta: BatchMeta, payload: &[u8], limits: &Limits) -> Decod
                             encode_row(&mut rows, &site, &reading);
                             LineOutcome::Row(start..rows.len())
                         }
-                        Err(rejection) => LineOutcome::Reject(RejectRecord {
+                        Err(rejection) => LineOutcome::Reject(Box::new(RejectRecord {
                             reason: rejection.reason,
                             detail: rejection.detail,
                             line: lossy_prefix(line.content),
                             line_bytes: line.content.len() as u64,
-                        }),
+                        })),
                     }
                 };
                 lines.push(DecodedLine {

@@ -19,12 +19,8 @@ use crate::config::Config;
 pub enum SetupError {
     #[error("cannot connect to NATS: {0}")]
     Connect(#[from] async_nats::ConnectError),
-    #[error("cannot read NATS credentials {path}: {source}")]
-    Credentials {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Config(#[from] service::nats::NatsConfigError),
     #[error("cannot create or update stream {name}: {source}")]
     Stream {
         name: String,
@@ -47,21 +43,8 @@ pub enum SetupError {
 
 /// Connects to NATS; the client keeps reconnecting by itself after this.
 pub async fn connect(config: &Config) -> Result<async_nats::Client, SetupError> {
-    let mut options = async_nats::ConnectOptions::new()
-        .name("ingest-worker")
-        .retry_on_initial_connect()
-        .max_reconnects(None);
-    if let Some(path) = &config.nats_creds {
-        options =
-            options
-                .credentials_file(path)
-                .await
-                .map_err(|source| SetupError::Credentials {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-    }
-    Ok(options.connect(config.nats_url.as_str()).await?)
+    let options = config.nats.connect_options("ingest-worker").await?;
+    Ok(options.connect(config.nats.servers()?).await?)
 }
 
 /// Creates or updates `READINGS` and `READINGS_DLQ` and the durable `ingest` consumer.

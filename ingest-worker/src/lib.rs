@@ -20,8 +20,9 @@ pub mod loader;
 pub mod metrics;
 pub mod pipeline;
 
-use std::future::Future;
 use std::time::Duration;
+
+use service::retry::retry_until;
 
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
@@ -104,27 +105,4 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
     pool.close().await;
     info!("stopped");
     Ok(result?)
-}
-
-/// Retries `op` with backoff until it succeeds or `shutdown` fires (then `None`).
-async fn retry_until<T, E, F, Fut>(shutdown: &CancellationToken, what: &str, mut op: F) -> Option<T>
-where
-    E: std::fmt::Display,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    let mut delay = Duration::from_millis(250);
-    loop {
-        match op().await {
-            Ok(v) => return Some(v),
-            Err(e) => {
-                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed, retrying");
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return None,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(10));
-    }
 }

@@ -97,7 +97,7 @@ async fn load_once(
         for (li, line) in m.lines.iter().enumerate() {
             if let LineOutcome::Reject(r) = &line.outcome {
                 if plan.is_new[mi][li] {
-                    rejects.push((mi, r, line.range));
+                    rejects.push((mi, r.as_ref(), line.range));
                 }
             }
         }
