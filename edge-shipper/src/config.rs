@@ -4,18 +4,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use protocol::reading::DEFAULT_MAX_LINE_BYTES;
 use protocol::streams::DEFAULT_MAX_MESSAGE_BYTES;
 use protocol::Names;
+use service::nats::NatsArgs;
 
 use crate::tailer::{CutLimits, TailerConfig};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Human,
-    Json,
-}
+pub use service::telemetry::LogFormat;
 
 /// Tails JSONL files and ships their complete lines to NATS JetStream, at least once: a file's
 /// offset is checkpointed only after JetStream acknowledged every message below it.
@@ -38,13 +35,8 @@ pub struct Config {
     #[arg(long, env = "EDGE_BOX_ID", default_value_t = hostname())]
     pub box_id: String,
 
-    /// NATS server URL(s), comma separated.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
-
-    /// NATS credentials file (JWT and NKey seed).
-    #[arg(long, env = "NATS_CREDS")]
-    pub nats_creds: Option<PathBuf>,
+    #[command(flatten)]
+    pub nats: NatsArgs,
 
     /// Isolated stream and subject names (`READINGS_<tag>`, `edge.readings_<tag>.>`), for tests
     /// and benchmarks on a shared server.
@@ -162,21 +154,6 @@ impl Config {
             until_caught_up: self.until_caught_up,
         }
     }
-
-    /// The NATS URL without any password, for logs.
-    pub fn nats_url_redacted(&self) -> String {
-        self.nats_url
-            .split(',')
-            .map(|url| match (url.find("://"), url.rfind('@')) {
-                (Some(scheme), Some(at)) if at > scheme => {
-                    format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-                }
-                (None, Some(at)) => format!("***@{}", &url[at + 1..]),
-                _ => url.to_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join(",")
-    }
 }
 
 /// This machine's host name, the default box id.
@@ -239,6 +216,6 @@ mod tests {
             "nats://u:secret@h1:4222,nats://h2:4222",
         ])
         .unwrap();
-        assert_eq!(c.nats_url_redacted(), "nats://***@h1:4222,nats://h2:4222");
+        assert_eq!(c.nats.url_redacted(), "nats://***@h1:4222,nats://h2:4222");
     }
 }

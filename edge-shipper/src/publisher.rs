@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, Context};
-use async_nats::{ConnectOptions, HeaderMap, Subject};
+use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use protocol::{BatchMeta, ByteRange, SourceKey};
 use rand::Rng;
-use tracing::{debug, error, info, instrument, warn};
+use tracing::{debug, error, instrument, warn};
 
 use crate::metrics as m;
 use crate::tailer::Chunk;
@@ -28,36 +28,17 @@ const WARN_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("cannot read NATS credentials file: {0}")]
-    Credentials(#[source] std::io::Error),
+    #[error(transparent)]
+    Config(#[from] service::nats::NatsConfigError),
     #[error("cannot connect to NATS: {0}")]
     Connect(#[from] async_nats::ConnectError),
 }
 
 /// Connects, retrying the first connection and every later one forever.
-#[instrument(skip_all, fields(url = %url_for_logs))]
-pub async fn connect(
-    url: &str,
-    url_for_logs: &str,
-    creds: Option<&std::path::Path>,
-) -> Result<Context, ConnectError> {
-    let mut options = ConnectOptions::new()
-        .name("edge-shipper")
-        .retry_on_initial_connect()
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Connected => info!("connected to nats"),
-                async_nats::Event::Disconnected => warn!("disconnected from nats; reconnecting"),
-                other => info!(event = %other, "nats event"),
-            }
-        });
-    if let Some(path) = creds {
-        options = options
-            .credentials_file(path)
-            .await
-            .map_err(ConnectError::Credentials)?;
-    }
-    let client = options.connect(url).await?;
+#[instrument(skip_all, fields(url = %nats.url_redacted()))]
+pub async fn connect(nats: &service::nats::NatsArgs) -> Result<Context, ConnectError> {
+    let options = nats.connect_options("edge-shipper").await?;
+    let client = options.connect(nats.servers()?).await?;
     Ok(jetstream::new(client))
 }
 

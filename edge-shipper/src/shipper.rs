@@ -56,12 +56,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Ship
     let offsets = AckedOffsets::from_checkpoint(store.load()?, &config.box_id);
     let names = config.names();
     let subject = async_nats::Subject::from(names.readings_subject(&config.site, &config.box_id));
-    let js = publisher::connect(
-        &config.nats_url,
-        &config.nats_url_redacted(),
-        config.nats_creds.as_deref(),
-    )
-    .await?;
+    let js = publisher::connect(&config.nats).await?;
     info!(%subject, stream = %names.readings_stream, watch = %config.watch,
         box_id = %config.box_id, "edge-shipper started");
 

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use async_nats::{ConnectOptions, ServerAddr};
 use clap::Args;
 use thiserror::Error;
+use tracing::{info, warn};
 
 #[derive(Debug, Error)]
 pub enum NatsConfigError {
@@ -171,7 +172,16 @@ impl NatsArgs {
         let options = ConnectOptions::new()
             .name(name)
             .retry_on_initial_connect()
-            .max_reconnects(None);
+            .max_reconnects(None)
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Connected => info!("connected to nats"),
+                    async_nats::Event::Disconnected => {
+                        warn!("disconnected from nats; reconnecting")
+                    }
+                    other => info!(event = %other, "nats event"),
+                }
+            });
         Ok(match self.auth()? {
             Auth::None => options,
             Auth::CredsFile(path) => options.credentials_file(&path).await.map_err(|source| {
