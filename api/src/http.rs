@@ -9,13 +9,14 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::{Extension, Router};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::board::{self, Board};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::{health, kpi, runs, spc, trace};
@@ -47,7 +48,8 @@ impl Default for Limits {
     tags(
         (name = "runs", description = "Production run lifecycle"),
         (name = "kpi", description = "OEE, SPC and traceability"),
-        (name = "operations", description = "Health, readiness, metrics, this document")
+        (name = "operations", description = "Health, readiness, metrics, this document"),
+        (name = "board", description = "The live shop-floor board: page, snapshot, server-sent events")
     ),
     components(schemas(crate::error::Problem))
 )]
@@ -70,6 +72,9 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(kpi::oee))
         .routes(routes!(trace::work_order))
         .routes(routes!(spc::spc))
+        .routes(routes!(board::board_page))
+        .routes(routes!(board::board_state))
+        .routes(routes!(board::board_events))
 }
 
 /// The OpenAPI document of every route [`app`] serves.
@@ -89,8 +94,16 @@ pub fn app(state: AppState) -> Router {
 }
 
 pub fn app_with_limits(state: AppState, limits: Limits) -> Router {
+    let board = Board::detached(&state);
+    app_with_board(state, limits, board)
+}
+
+/// The whole HTTP API with its shop-floor board (whose feeds and streams stop with the board's
+/// shutdown token).
+pub fn app_with_board(state: AppState, limits: Limits, board: Board) -> Router {
     let (router, _) = api_router().split_for_parts();
     router
+        .layer(Extension(board))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))

@@ -12,11 +12,13 @@
 //! - [`kpi`]: `GET /kpi/oee` (OEE per shift, roll-up, MTBF/MTTR) from the SQL of the MES views.
 //! - [`trace`]: `GET /trace/work_order/{id}`.
 //! - [`spc`]: `GET /spc` (control limits, Western Electric rules, Cp/Cpk).
+//! - [`board`]: the live shop-floor page `GET /board`, its snapshot and server-sent events.
 //! - [`health`]: `/health`, `/ready`, `/metrics`, `/openapi.json`.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`seed`]: the demo run (`mes-api seed-demo`).
 //! - [`state`]: shared handler state.
 
+pub mod board;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -44,7 +46,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use config::Config;
-pub use http::{app, app_with_limits, openapi, Limits};
+pub use http::{app, app_with_board, app_with_limits, openapi, Limits};
 pub use state::{AppState, Settings};
 
 #[derive(Debug, Error)]
@@ -142,12 +144,21 @@ pub async fn serve(
         ));
     }
     tracker.close();
-    let router = app_with_limits(
+    // Board feeds run on the tracker and, like the board's SSE streams, end at shutdown.
+    let board = board::Board::new(
+        &state,
+        config.op_run_names(),
+        board::BoardSettings::default(),
+        shutdown.clone(),
+        tracker.clone(),
+    );
+    let router = app_with_board(
         state,
         Limits {
             max_body_bytes: config.max_body_bytes,
             request_timeout: config.request_timeout(),
         },
+        board,
     );
     let addr = listener.local_addr().ok();
     info!(addr = ?addr, "serving");

@@ -5,6 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bad_input;
+mod board;
+mod board_browser;
+mod cdp;
 mod kpi;
 mod lifecycle;
 mod oee;

@@ -135,6 +135,20 @@ pub async fn call(
     }
 }
 
+/// The status of one request whose body is not read (an event stream never ends).
+pub async fn status_only(app: &Router, method: Method, uri: &str) -> StatusCode {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Body::empty())
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), app.clone().oneshot(request))
+        .await
+        .expect("request timed out")
+        .unwrap()
+        .status()
+}
+
 pub async fn post(app: &Router, uri: &str, body: Value) -> Answer {
     call(app, Method::POST, uri, Some(&body.to_string()), &[]).await
 }
