@@ -5,6 +5,8 @@
 #   kubectl            `kubectl kustomize` renders the overlays       (on the machine image; else Debian)
 #   kubernetes-validate  offline Kubernetes schema validation         (PyPI, into target/ops-tools/venv)
 #   check-jsonschema   the compose file against the compose spec      (PyPI, into target/ops-tools/venv)
+# and the browser the board test of mes-api drives (cargo test -p mes-api --test api board):
+#   chromium           headless, over the DevTools protocol           (Debian: chromium; the test fails without it)
 # Idempotent and quick when everything is there. The tests find the Python tools in
 # target/ops-tools/venv/bin (or on PATH); a tool that is missing makes its check skip with a
 # message naming this script.
@@ -14,6 +16,7 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if ! command -v kubectl >/dev/null 2>&1; then
   # The machine image ships kubectl with kustomize v5; Debian's kubernetes-client (1.20) has an
   # old kustomize without components, so prefer a kubectl package where the sources offer one.
@@ -34,4 +37,5 @@ if ! "$venv/bin/kubernetes-validate" --version >/dev/null 2>&1 \
     'kubernetes-validate==1.37.0' 'check-jsonschema==0.39.0'
 fi
 echo "tools: nats-server $(nats-server --version 2>&1 | head -n1), $(systemd-analyze --version | head -n1)," \
+  "$(chromium --version 2>/dev/null | head -n1)," \
   "kubectl $(kubectl version --client 2>/dev/null | head -n1), kubernetes-validate $("$venv/bin/kubernetes-validate" --version 2>&1)"
