@@ -25,22 +25,32 @@ pub struct NatsServer {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Extra command-line arguments (authentication), kept for restarts.
+    args: Vec<String>,
 }
 
 impl NatsServer {
     /// Private `nats-server -js` on a free 127.0.0.1 port, store in its own temp dir; returns when
     /// it accepts TCP and JetStream is ready.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with_args(&[]).await
+    }
+
+    /// Like [`start`](Self::start), with extra `nats-server` arguments, e.g. `--user u --pass p`
+    /// or `--auth <token>` for a server that requires authentication.
+    pub async fn start_with_args(args: &[&str]) -> anyhow::Result<Self> {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         let dir = process::server_dir("edge-mes-nats-", &std::env::temp_dir())?;
         let mut last_err = None;
         for _ in 0..PORT_ATTEMPTS {
             let port = process::free_port()?;
-            match launch(port, dir.path()).await {
+            match launch(port, dir.path(), &args).await {
                 Ok(child) => {
                     return Ok(Self {
                         port,
                         dir,
                         child: Some(child),
+                        args,
                     })
                 }
                 Err(e) if is_port_in_use(&e) => last_err = Some(e),
@@ -92,7 +102,7 @@ impl NatsServer {
         // The old socket may linger a moment; retry the same port briefly.
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            match launch(self.port, self.dir.path()).await {
+            match launch(self.port, self.dir.path(), &self.args).await {
                 Ok(child) => {
                     self.child = Some(child);
                     return Ok(());
@@ -176,7 +186,7 @@ fn log_path(dir: &Path) -> PathBuf {
 }
 
 /// Spawns the server on `port` with its store in `dir` and waits until it is ready.
-async fn launch(port: u16, dir: &Path) -> anyhow::Result<Child> {
+async fn launch(port: u16, dir: &Path, args: &[String]) -> anyhow::Result<Child> {
     let log_path = log_path(dir);
     let log = OpenOptions::new()
         .create(true)
@@ -190,6 +200,7 @@ async fn launch(port: u16, dir: &Path) -> anyhow::Result<Child> {
         .arg("-sd")
         .arg(dir)
         .args(["-n", &format!("testkit_{port}")])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
