@@ -6,8 +6,8 @@
 //! the MES reads them with its own durable consumer. The shipper and the MES cannot publish run
 //! events, mes-api cannot publish readings, the shipper cannot create streams.
 //!
-//! (The binaries themselves take NATS credentials only as a JWT creds file today, which needs an
-//! operator-mode server; with user/password support they could run here as they are.)
+//! (The binaries log in the same way, with NATS_USER/NATS_PASSWORD: e2e/tests/auth.rs runs the
+//! shipper and the worker against a server that requires a password.)
 
 use std::net::TcpStream;
 use std::path::Path;
