@@ -17,7 +17,13 @@ use tokio::net::TcpStream;
 /// without a browser.
 pub fn chromium_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("EDGE_MES_CHROMIUM").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "EDGE_MES_CHROMIUM={} is not a file: install Chromium with `apt-get install -y chromium`",
+            p.display()
+        );
+        return p;
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/bin")]) {

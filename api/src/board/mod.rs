@@ -180,11 +180,6 @@ impl Board {
             board: self.clone(),
         })
     }
-
-    /// Connected `/board/events` clients of this process.
-    pub fn clients(&self) -> usize {
-        self.inner.clients.load(Ordering::Relaxed)
-    }
 }
 
 /// Counts one connected SSE client while it lives.

@@ -252,7 +252,7 @@ struct ReadingRow {
 
 /// Reads the board of `site` (all sites when `None`) in one read-only snapshot. An unknown site
 /// is refused (422) rather than shown as an empty board.
-#[tracing::instrument(skip_all, fields(site = site.unwrap_or("*")), err(Display))]
+#[tracing::instrument(skip_all, fields(site = site.unwrap_or("*")))]
 pub async fn load(
     pool: &PgPool,
     site: Option<&str>,
