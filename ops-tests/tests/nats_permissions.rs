@@ -164,12 +164,20 @@ async fn production_permissions_let_each_component_do_its_job_and_no_more() {
     message.ack().await.unwrap();
     publish_is_acked(&worker, "worker", "edge.dlq.BKK.edge-01").await;
 
-    // mes-api's relay (api/src/relay.rs).
+    // mes-api's relay (api/src/relay.rs), and its board feed (api/src/board/feed.rs), which
+    // subscribes to the run events to push every replica's boards.
     let api = nats.connect("api").await;
     api.create_or_update_stream(stream_file("OP_RUN.json"))
         .await
         .unwrap_or_else(|e| panic!("api cannot create OP_RUN: {e}"));
+    let mut board_feed = api.client().subscribe("mes.op_run.>").await.unwrap();
+    api.client().flush().await.unwrap();
     publish_is_acked(&api, "api", "mes.op_run.BKK.SMT01.started").await;
+    let seen = tokio::time::timeout(Duration::from_secs(5), board_feed.next())
+        .await
+        .expect("the api user's subscription to run events got nothing (permission?)")
+        .expect("subscription ended");
+    assert_eq!(seen.subject.as_str(), "mes.op_run.BKK.SMT01.started");
 
     // The MES reads run events with its own durable consumer.
     let mes = nats.connect("mes").await;
