@@ -7,6 +7,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use protocol::OpRunNames;
 
+use crate::report_batch::ReportBatching;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Human,
@@ -129,6 +131,17 @@ pub struct Config {
     #[arg(long, env = "API_NO_RELAY", global = true)]
     pub no_relay: bool,
 
+    /// Lanes writing count reports sent without an Idempotency-Key: each lane writes the reports
+    /// that queued while its previous statement ran in one statement (group commit); a run's
+    /// reports always take the same lane. 0 writes every report with its own statement.
+    #[arg(long, env = "API_REPORT_LANES", default_value_t = 4, global = true)]
+    pub report_lanes: usize,
+
+    /// Most reports one lane writes in one statement.
+    #[arg(long, env = "API_REPORT_BATCH_MAX", default_value_t = 64,
+        value_parser = clap::value_parser!(u64).range(1..=10_000), global = true)]
+    pub report_batch_max: u64,
+
     /// Hours an Idempotency-Key answer is kept; older keys are forgotten.
     #[arg(
         long,
@@ -180,6 +193,13 @@ impl Config {
         Duration::from_millis(self.request_timeout_ms)
     }
 
+    pub fn report_batching(&self) -> ReportBatching {
+        ReportBatching {
+            lanes: self.report_lanes,
+            max_batch: usize::try_from(self.report_batch_max).unwrap_or(usize::MAX),
+        }
+    }
+
     /// A configuration with every default, for tests.
     pub fn for_urls(nats_url: &str, database_url: &str) -> Self {
         let mut c = Self::parse_from(["mes-api"]);
@@ -206,6 +226,9 @@ mod tests {
         assert_eq!(c.op_run_names(), OpRunNames::default());
         assert_eq!(c.default_site, "BKK");
         assert_eq!(c.command, None);
+        assert_eq!(c.report_batching(), ReportBatching::default());
+        let c = Config::parse_from(["mes-api", "--report-lanes", "0"]);
+        assert_eq!(c.report_batching().lanes, 0);
         let c = Config::parse_from(["mes-api", "seed-demo", "--namespace", "t1"]);
         assert_eq!(c.command, Some(Command::SeedDemo));
         assert_eq!(c.op_run_names().stream, "OP_RUN_t1");

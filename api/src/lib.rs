@@ -7,7 +7,7 @@
 //! - [`extract`]: JSON body, query and path extractors whose errors name the field.
 //! - [`idempotency`]: `Idempotency-Key` claims and stored answers.
 //! - [`runs`]: run lifecycle endpoints; [`run_schema`]: their bodies; [`run_store`]: their SQL
-//!   and run events.
+//!   and run events; [`report_batch`]: group commit of count reports.
 //! - [`relay`]: the outbox relay to JetStream.
 //! - [`kpi`]: `GET /kpi/oee` (OEE per shift, roll-up, MTBF/MTTR) from the SQL of the MES views.
 //! - [`trace`]: `GET /trace/work_order/{id}`.
@@ -29,6 +29,7 @@ pub mod idempotency;
 pub mod kpi;
 pub mod metrics;
 pub mod relay;
+pub mod report_batch;
 pub mod run_schema;
 pub mod run_store;
 pub mod runs;
@@ -122,7 +123,8 @@ pub async fn serve(
         Settings {
             default_site: config.default_site.clone(),
         },
-    );
+    )
+    .with_report_batching(config.report_batching());
     let tracker = TaskTracker::new();
     let relay_stop = CancellationToken::new();
     if !config.no_relay {

@@ -266,12 +266,12 @@ pub async fn reason(tx: &mut PgConnection, code: &str) -> Result<Option<(bool, S
 
 /// The report hot path: one statement (one round trip, autocommit without an Idempotency-Key)
 /// adds the counts to the run's totals under its row lock, inserts the time-stamped count row and
-/// the `reported` event. The event JSON is built here in SQL; tests decode every outbox payload as
-/// `protocol::RunEvent`, so it cannot drift from the schema.
+/// the `reported` event, and returns the run. The event JSON is built here in SQL; tests decode
+/// every outbox payload as `protocol::RunEvent`, so it cannot drift from the schema. A report
+/// that changes nothing (unknown run, run not open, `at` before the start) returns no row; only
+/// then does a second query find out why.
 const REPORT_SQL: &str = "
-WITH prior AS (
-    SELECT status, started_at FROM op_run WHERE op_run_id = $1
-), upd AS (
+WITH upd AS (
     UPDATE op_run SET good_units = good_units + $2, scrap_units = scrap_units + $3,
                       updated_at = now()
     WHERE op_run_id = $1 AND status IN ('running', 'paused') AND started_at <= $4
@@ -296,42 +296,20 @@ WITH prior AS (
                'downtime', NULL::jsonb)
     FROM upd
 )
-SELECT prior.status AS prior_status, prior.started_at AS prior_started_at,
-       upd.op_run_id, upd.work_order_id, upd.operation_id, upd.resource_id, upd.site_id,
-       upd.status, upd.started_at, upd.ended_at, upd.planned_seconds, upd.ideal_cycle_time_s,
-       upd.good_units, upd.scrap_units
-FROM (SELECT 1) AS one
-LEFT JOIN prior ON true
-LEFT JOIN upd ON true";
-
-#[derive(sqlx::FromRow)]
-struct ReportOutcome {
-    prior_status: Option<String>,
-    prior_started_at: Option<DateTime<Utc>>,
-    op_run_id: Option<Uuid>,
-    work_order_id: Option<String>,
-    operation_id: Option<String>,
-    resource_id: Option<String>,
-    site_id: Option<String>,
-    status: Option<String>,
-    started_at: Option<DateTime<Utc>>,
-    ended_at: Option<DateTime<Utc>>,
-    planned_seconds: Option<f64>,
-    ideal_cycle_time_s: Option<f64>,
-    good_units: Option<i64>,
-    scrap_units: Option<i64>,
-}
+SELECT op_run_id, work_order_id, operation_id, resource_id, site_id, status, started_at,
+       ended_at, planned_seconds, ideal_cycle_time_s, good_units, scrap_units
+FROM upd";
 
 /// Counts `delta` at `at` on run `id`; the run with its new totals. 404 for an unknown run, 409
 /// for a run that is not open (also one completed concurrently), 422 for `at` before its start.
-pub async fn report<'e>(
-    exec: impl sqlx::PgExecutor<'e>,
+pub async fn report(
+    conn: &mut PgConnection,
     id: Uuid,
     delta: CountDelta,
     at: DateTime<Utc>,
     default_site: &str,
 ) -> Result<RunRow, ApiError> {
-    let o: ReportOutcome = sqlx::query_as(REPORT_SQL)
+    let counted: Option<RunRow> = sqlx::query_as(REPORT_SQL)
         .bind(id)
         .bind(delta.good_delta)
         .bind(delta.scrap_delta)
@@ -339,58 +317,33 @@ pub async fn report<'e>(
         .bind(default_site)
         .bind(Uuid::now_v7().to_string())
         .bind(RUN_EVENT_SCHEMA_VERSION as i32)
-        .fetch_one(exec)
+        .fetch_optional(&mut *conn)
         .await?;
-    match o {
-        ReportOutcome {
-            op_run_id: Some(op_run_id),
-            work_order_id: Some(work_order_id),
-            operation_id: Some(operation_id),
-            resource_id: Some(resource_id),
-            status: Some(status),
-            started_at: Some(started_at),
-            good_units: Some(good_units),
-            scrap_units: Some(scrap_units),
-            site_id,
-            ended_at,
-            planned_seconds,
-            ideal_cycle_time_s,
-            ..
-        } => Ok(RunRow {
-            op_run_id,
-            work_order_id,
-            operation_id,
-            resource_id,
-            site_id,
-            status,
-            started_at,
-            ended_at,
-            planned_seconds,
-            ideal_cycle_time_s,
-            good_units,
-            scrap_units,
-        }),
-        ReportOutcome {
-            prior_status: None, ..
-        } => Err(ApiError::NotFound(format!("op_run_id: no run {id}"))),
-        ReportOutcome {
-            prior_started_at: Some(start),
-            ..
-        } if at < start => Err(ApiError::invalid(
-            "at",
-            format!("{at} is before the run's start ({start})"),
-        )),
-        ReportOutcome { prior_status, .. } => Err(ApiError::Conflict {
+    if let Some(run) = counted {
+        return Ok(run);
+    }
+    // Nothing was written; say why. Runs never reopen, so the state read now explains the refusal.
+    let prior: Option<(String, DateTime<Utc>)> =
+        sqlx::query_as("SELECT status, started_at FROM op_run WHERE op_run_id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Err(match prior {
+        None => ApiError::NotFound(format!("op_run_id: no run {id}")),
+        Some((_, start)) if at < start => {
+            ApiError::invalid("at", format!("{at} is before the run's start ({start})"))
+        }
+        Some((status, _)) => ApiError::Conflict {
             field: Some("op_run_id".to_owned()),
             detail: format!(
                 "op_run_id: run {id} is {}",
-                match prior_status.as_deref() {
-                    Some("running") | Some("paused") | None => "no longer open",
-                    Some(other) => other,
+                match status.as_str() {
+                    "running" | "paused" => "no longer open",
+                    other => other,
                 }
             ),
-        }),
-    }
+        },
+    })
 }
 
 pub async fn insert_downtime(

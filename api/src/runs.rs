@@ -3,7 +3,8 @@
 //! Request bodies are the seed's, plus optional fields; unknown fields are refused (a misspelt
 //! `good_detla` must not silently count nothing). Each POST is one transaction: lock the run,
 //! check the transition, write the change and its outbox event, store the Idempotency-Key answer.
-//! A report without a key is a single statement (see [`run_store::report`]).
+//! A report without a key is a single statement, written together with the reports queued
+//! meanwhile (see [`crate::report_batch`]).
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -205,16 +206,15 @@ pub async fn report(
     };
     let site = &state.settings.default_site;
     if key.0.is_none() {
-        // The hot path: one statement, one round trip, autocommit.
-        let run = run_store::report(&state.pool, body.op_run_id, delta, at, site).await?;
-        state.outbox_signal.notify_one();
+        // The hot path: one autocommit statement, shared with the reports queued meanwhile.
+        let run = state.reports.report(body.op_run_id, delta, at).await?;
         return Ok((StatusCode::OK, Json(Run::from(run))).into_response());
     }
     let mut tx = state.pool.begin().await?;
     if let Some(replay) = idempotency::claim(&mut tx, &key, "/op_run/report", &body).await? {
         return Ok(replay.into_response());
     }
-    let run = run_store::report(&mut *tx, body.op_run_id, delta, at, site).await?;
+    let run = run_store::report(&mut tx, body.op_run_id, delta, at, site).await?;
     respond(&state, tx, &key, StatusCode::OK, &Run::from(run)).await
 }
 

@@ -43,7 +43,7 @@ pub async fn demo_run(pool: &PgPool, site: &str) -> Result<Uuid, sqlx::Error> {
             good_delta: if i >= 7 { 99 } else { 97 },
             scrap_delta: if i <= 4 { 3 } else { 2 },
         };
-        run = run_store::report(&mut *tx, run.op_run_id, delta, at, site)
+        run = run_store::report(&mut tx, run.op_run_id, delta, at, site)
             .await
             .map_err(to_sqlx)?;
     }

@@ -6,6 +6,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
+use crate::report_batch::{ReportBatcher, ReportBatching};
+
 /// Settings handlers need (a subset of [`crate::Config`]).
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -22,16 +24,38 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Wakes this process's outbox relay after a commit that wrote events.
     pub outbox_signal: Arc<Notify>,
+    /// Writes count reports without an Idempotency-Key, batched per lane.
+    pub reports: Arc<ReportBatcher>,
 }
 
 impl AppState {
+    /// State with the default report batching ([`ReportBatching::default`]).
     pub fn new(pool: PgPool, nats: Option<async_nats::Client>, settings: Settings) -> Self {
+        let outbox_signal = Arc::new(Notify::new());
+        let reports = Arc::new(ReportBatcher::new(
+            pool.clone(),
+            settings.default_site.clone(),
+            ReportBatching::default(),
+            outbox_signal.clone(),
+        ));
         Self {
             pool,
             nats,
             settings: Arc::new(settings),
             metrics: crate::metrics::handle(),
-            outbox_signal: Arc::new(Notify::new()),
+            outbox_signal,
+            reports,
         }
+    }
+
+    /// The same state with other report batching settings.
+    pub fn with_report_batching(mut self, batching: ReportBatching) -> Self {
+        self.reports = Arc::new(ReportBatcher::new(
+            self.pool.clone(),
+            self.settings.default_site.clone(),
+            batching,
+            self.outbox_signal.clone(),
+        ));
+        self
     }
 }
