@@ -42,6 +42,17 @@ const CLOSED_LOOP_FIRST: u64 = 1 << 40;
 const READY_LIMIT: Duration = Duration::from_secs(120);
 const EXIT_LIMIT: Duration = Duration::from_secs(60);
 
+/// `good_units` of a run in a 2xx answer.
+fn answered_good_units(body: &[u8]) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct Totals {
+        good_units: i64,
+    }
+    serde_json::from_slice::<Totals>(body)
+        .ok()
+        .map(|t| t.good_units)
+}
+
 /// `good_delta` and `scrap_delta` of report number `n`: 1 to 4 good, one scrap in ten.
 pub fn report_delta(n: u64) -> (i64, i64) {
     ((n % 4) as i64 + 1, i64::from(n.is_multiple_of(10)))
@@ -236,6 +247,7 @@ fn report_calls(runs: Arc<Vec<String>>, idempotency_keys: bool) -> MakeCall {
             "/op_run/report",
             format!(r#"{{"op_run_id":"{id}","good_delta":{good},"scrap_delta":{scrap}}}"#),
         );
+        call.inspect = Some(answered_good_units);
         if idempotency_keys {
             if let Ok(key) = HeaderValue::from_str(&format!("bench-report-{n}")) {
                 call.headers.push((
@@ -450,6 +462,24 @@ fn answered_counts(runs: &[String], samples: &[Sample]) -> HashMap<String, (i64,
     sums
 }
 
+/// The run totals (`good_units`) the 2xx answers showed, per run, sorted; and how many 2xx
+/// answers showed none.
+fn answered_totals(runs: &[String], samples: &[Sample]) -> (HashMap<String, Vec<i64>>, u64) {
+    let mut totals: HashMap<String, Vec<i64>> = HashMap::new();
+    let mut missing = 0;
+    for s in samples.iter().filter(|s| s.outcome.is_success()) {
+        let run = &runs[(s.number % runs.len() as u64) as usize];
+        match s.value {
+            Some(v) => totals.entry(run.clone()).or_default().push(v),
+            None => missing += 1,
+        }
+    }
+    for v in totals.values_mut() {
+        v.sort_unstable();
+    }
+    (totals, missing)
+}
+
 /// Every 2xx report is counted once in its run's totals and count rows, and nothing else is;
 /// every event is in the outbox.
 async fn exactly_once(
@@ -458,6 +488,7 @@ async fn exactly_once(
     samples: &[Sample],
 ) -> anyhow::Result<Vec<Check>> {
     let answered = answered_counts(runs, samples);
+    let (shown, without_totals) = answered_totals(runs, samples);
     let (sent_good, sent_scrap, sent_reports) = answered
         .values()
         .fold((0, 0, 0), |(g, s, n), v| (g + v.0, s + v.1, n + v.2));
@@ -494,6 +525,21 @@ async fn exactly_once(
             .sum()
     };
     let n = |v: i64| u64::try_from(v).unwrap_or(0);
+    // Every report adds at least one good unit, so the totals the answers of one run show are all
+    // different, and the largest is the run's total.
+    let repeated: usize = shown
+        .values()
+        .map(|v| v.windows(2).filter(|w| w[0] == w[1]).count())
+        .sum();
+    let last_differs = totals
+        .iter()
+        .filter(|(id, good, _)| {
+            shown
+                .get(id)
+                .and_then(|v| v.last())
+                .is_some_and(|last| last != good)
+        })
+        .count();
     Ok(vec![
         Check::equal(
             "api: runs in the database",
@@ -514,6 +560,21 @@ async fn exactly_once(
             "api: runs whose totals differ from their 2xx reports",
             0,
             differing as u64,
+        ),
+        Check::equal(
+            "api: 2xx answers without the run's totals",
+            0,
+            without_totals,
+        ),
+        Check::equal(
+            "api: 2xx answers showing a run total another answer showed",
+            0,
+            repeated as u64,
+        ),
+        Check::equal(
+            "api: runs whose last answered total is not their total",
+            0,
+            last_differs as u64,
         ),
         Check::equal(
             "api: count rows = reports answered 2xx",
@@ -578,6 +639,7 @@ mod tests {
             due,
             done: due + Duration::from_millis(latency_ms),
             outcome,
+            value: None,
         }
     }
 
@@ -636,5 +698,28 @@ mod tests {
         // run a: reports 0 (1 good, 1 scrap) and 4 (1 good); run b: report 1 (2 good).
         assert_eq!(sums["a"], (2, 1, 2));
         assert_eq!(sums["b"], (2, 0, 1));
+    }
+
+    #[test]
+    fn answered_totals_are_collected_per_run_and_sorted() {
+        let t = Instant::now();
+        let runs = vec!["a".to_owned(), "b".to_owned()];
+        let with = |number, value| Sample {
+            value,
+            ..sample(number, 0, 1, Outcome::Status(200), t)
+        };
+        let samples = vec![
+            with(2, Some(7)),
+            with(0, Some(3)),
+            with(1, Some(5)),
+            with(4, None),
+            sample(6, 0, 1, Outcome::Status(409), t),
+        ];
+        let (totals, missing) = answered_totals(&runs, &samples);
+        assert_eq!(totals["a"], vec![3, 7]);
+        assert_eq!(totals["b"], vec![5]);
+        assert_eq!(missing, 1);
+        assert_eq!(answered_good_units(br#"{"good_units":12,"x":1}"#), Some(12));
+        assert_eq!(answered_good_units(b"{}"), None);
     }
 }

@@ -28,6 +28,9 @@ use tokio::task::JoinHandle;
 /// server's own request timeout, 10 s by default, answers first).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Reads one number from a 2xx answer's body (kept in [`Sample::value`]).
+pub type Inspect = fn(&[u8]) -> Option<i64>;
+
 /// One request to send.
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -36,6 +39,8 @@ pub struct Call {
     /// JSON body (`None`: no body).
     pub body: Option<Bytes>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Applied to the body of a 2xx answer.
+    pub inspect: Option<Inspect>,
 }
 
 impl Call {
@@ -45,6 +50,7 @@ impl Call {
             path,
             body: None,
             headers: Vec::new(),
+            inspect: None,
         }
     }
 
@@ -54,6 +60,7 @@ impl Call {
             path,
             body: Some(body.into()),
             headers: Vec::new(),
+            inspect: None,
         }
     }
 }
@@ -230,6 +237,8 @@ pub struct Sample {
     pub due: Instant,
     pub done: Instant,
     pub outcome: Outcome,
+    /// What [`Call::inspect`] read from a 2xx answer.
+    pub value: Option<i64>,
 }
 
 impl Sample {
@@ -242,11 +251,25 @@ impl Sample {
 pub type MakeCall = Arc<dyn Fn(u64) -> Call + Send + Sync>;
 
 async fn timed(conn: &mut Connection, call: &Call, number: u64, due: Instant) -> Sample {
-    let outcome = match conn.send(call).await {
-        Ok(answer) => Outcome::Status(answer.status),
+    let (outcome, value) = match conn.send(call).await {
+        Ok(answer) => {
+            let done = Instant::now();
+            let outcome = Outcome::Status(answer.status);
+            let value = call
+                .inspect
+                .filter(|_| outcome.is_success())
+                .and_then(|inspect| inspect(&answer.body));
+            return Sample {
+                number,
+                due,
+                done,
+                outcome,
+                value,
+            };
+        }
         Err(e) => {
             tracing::debug!(error = %format!("{e:#}"), number, "request failed");
-            Outcome::Transport
+            (Outcome::Transport, None)
         }
     };
     Sample {
@@ -254,6 +277,7 @@ async fn timed(conn: &mut Connection, call: &Call, number: u64, due: Instant) ->
         due,
         done: Instant::now(),
         outcome,
+        value,
     }
 }
 
