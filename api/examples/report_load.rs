@@ -5,6 +5,11 @@
 //! `cargo run --release -p mes-api --example report_load -- 127.0.0.1:8000 1000 10 32`
 //! (address, reports per second, seconds, connections). Starts one run per connection on
 //! resources `LOAD-<pid>-<n>` and completes them at the end.
+//!
+//! For the measured figures use `edge-mes-bench --only api` (issue 5, part 3): it starts mes-api
+//! against private servers, adds `GET /op_run/active`, a closed-loop maximum, CPU and memory, and
+//! checks that every report and event arrived exactly once. This script is for poking at a
+//! running instance.
 
 use std::time::{Duration, Instant};
 
