@@ -1,19 +1,15 @@
 //! Command-line and environment configuration.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use protocol::OpRunNames;
+use service::nats::NatsArgs;
 
 use crate::report_batch::ReportBatching;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Human,
-    Json,
-}
+pub use service::telemetry::LogFormat;
 
 /// mes-api: the production-run REST API for the MES (start, report, pause, resume, complete),
 /// run events on NATS JetStream through a transactional outbox, and OEE, SPC and traceability
@@ -54,18 +50,8 @@ pub struct Config {
     )]
     pub db_max_connections: u32,
 
-    /// NATS server URL(s), comma-separated.
-    #[arg(
-        long,
-        env = "NATS_URL",
-        default_value = "nats://127.0.0.1:4222",
-        global = true
-    )]
-    pub nats_url: String,
-
-    /// NATS credentials file (JWT + NKey), if the server requires one.
-    #[arg(long, env = "NATS_CREDS", global = true)]
-    pub nats_creds: Option<PathBuf>,
+    #[command(flatten)]
+    pub nats: NatsArgs,
 
     /// Suffix for the OP_RUN stream name and the `mes.op_run` subject prefix (tests, several
     /// deployments on one NATS account). Empty: the standard names.
@@ -203,7 +189,7 @@ impl Config {
     /// A configuration with every default, for tests.
     pub fn for_urls(nats_url: &str, database_url: &str) -> Self {
         let mut c = Self::parse_from(["mes-api"]);
-        c.nats_url = nats_url.to_owned();
+        c.nats = NatsArgs::for_url(nats_url);
         c.database_url = database_url.to_owned();
         c
     }

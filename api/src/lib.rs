@@ -38,13 +38,13 @@ pub mod spc;
 pub mod state;
 pub mod trace;
 
-use std::future::Future;
+use service::retry::retry_until;
 use std::time::Duration;
 
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::info;
 
 pub use config::Config;
 pub use http::{app, app_with_board, app_with_limits, openapi, Limits};
@@ -56,12 +56,8 @@ pub enum ApiRunError {
     Db(#[from] db::DbError),
     #[error("cannot connect to NATS: {0}")]
     Nats(#[from] async_nats::ConnectError),
-    #[error("cannot read NATS credentials {path}: {source}")]
-    Credentials {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    NatsConfig(#[from] service::nats::NatsConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -179,21 +175,8 @@ pub async fn serve(
 }
 
 async fn connect_nats(config: &Config) -> Result<async_nats::Client, ApiRunError> {
-    let mut options = async_nats::ConnectOptions::new()
-        .name("mes-api")
-        .retry_on_initial_connect()
-        .max_reconnects(None);
-    if let Some(path) = &config.nats_creds {
-        options =
-            options
-                .credentials_file(path)
-                .await
-                .map_err(|source| ApiRunError::Credentials {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-    }
-    Ok(options.connect(config.nats_url.as_str()).await?)
+    let options = config.nats.connect_options("mes-api").await?;
+    Ok(options.connect(config.nats.servers()?).await?)
 }
 
 async fn seed_demo(config: &Config, shutdown: &CancellationToken) -> Result<(), ApiRunError> {
@@ -206,27 +189,4 @@ async fn seed_demo(config: &Config, shutdown: &CancellationToken) -> Result<(), 
     info!(op_run_id = %id, "demo run created");
     pool.close().await;
     Ok(())
-}
-
-/// Retries `op` with backoff until it succeeds or `shutdown` fires (then `None`).
-async fn retry_until<T, E, F, Fut>(shutdown: &CancellationToken, what: &str, mut op: F) -> Option<T>
-where
-    E: std::fmt::Display,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    let mut delay = Duration::from_millis(250);
-    loop {
-        match op().await {
-            Ok(v) => return Some(v),
-            Err(e) => {
-                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed, retrying");
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return None,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(10));
-    }
 }

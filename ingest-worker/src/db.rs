@@ -24,6 +24,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, DbError>
         application_name: "ingest-worker",
         max_connections,
         acquire_timeout: Duration::from_secs(10),
+        ping_if_idle_for: None,
     };
     Ok(service::db::connect(url, &settings).await?)
 }

@@ -35,6 +35,10 @@ pub struct PoolSettings {
     pub application_name: &'static str,
     pub max_connections: u32,
     pub acquire_timeout: Duration,
+    /// `None`: sqlx's default, a ping before every acquire. `Some(d)`: ping only a connection
+    /// idle for longer than `d` — a busy pool then costs no extra round trip per use, and a
+    /// connection broken by a database restart within `d` fails the one use that gets it.
+    pub ping_if_idle_for: Option<Duration>,
 }
 
 /// Opens a pool, creating the database first if the server says it does not exist.
@@ -44,9 +48,21 @@ pub async fn connect(url: &str, settings: &PoolSettings) -> Result<PgPool, DbSet
         .map_err(DbSetupError::InvalidUrl)?
         .application_name(settings.application_name)
         .log_statements(tracing::log::LevelFilter::Trace);
-    let pool_options = PgPoolOptions::new()
+    let mut pool_options = PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout);
+    if let Some(idle) = settings.ping_if_idle_for {
+        pool_options = pool_options
+            .test_before_acquire(false)
+            .before_acquire(move |conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > idle {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            });
+    }
     match pool_options.clone().connect_with(options.clone()).await {
         Ok(pool) => Ok(pool),
         Err(e) if is_missing_database(&e) => {
