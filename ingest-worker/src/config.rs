@@ -41,8 +41,9 @@ pub struct Config {
     #[arg(long, env = "INGEST_BATCH_MAX_MESSAGES", default_value_t = 64)]
     pub batch_max_messages: usize,
 
-    /// Most payload bytes in one batch.
-    #[arg(long, env = "INGEST_BATCH_MAX_BYTES", default_value_t = 16 * 1024 * 1024)]
+    /// Most payload bytes in one batch. 8 MiB measured best on the benchmark's backfill (faster
+    /// than 4 and 16 MiB, half the memory of 16).
+    #[arg(long, env = "INGEST_BATCH_MAX_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub batch_max_bytes: usize,
 
     /// How long to wait for more messages to fill a batch once one has arrived.
