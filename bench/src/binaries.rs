@@ -115,13 +115,16 @@ fn release_dir() -> PathBuf {
     target.join("release")
 }
 
-/// `cargo build --release -p <crate> ...`.
+/// `cargo build --release -p edge-mes-bench -p <crate> ...`. The bench is named too: the bench
+/// depends on the three binaries' crates, so this build resolves exactly the features that the
+/// bench's own build resolved and only links the binaries, instead of compiling the shared
+/// dependencies again with the smaller feature set of the binaries alone.
 fn build(crates: &[&str]) -> anyhow::Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let root = testkit::bins::workspace_root();
     info!(crates = %crates.join(" "), "building (release)");
     let mut cmd = Command::new(&cargo);
-    cmd.args(["build", "--release"]);
+    cmd.args(["build", "--release", "-p", env!("CARGO_PKG_NAME")]);
     for krate in crates {
         cmd.args(["-p", krate]);
     }
