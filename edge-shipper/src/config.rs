@@ -52,7 +52,9 @@ pub struct Config {
     #[arg(long, env = "EDGE_MAX_LINE_BYTES", default_value_t = DEFAULT_MAX_LINE_BYTES)]
     pub max_line_bytes: usize,
 
-    /// How long read lines may wait for more before a message is sent, in milliseconds.
+    /// Batching window, in milliseconds: it opens with the first change noticed (or line read)
+    /// and when it closes the new lines of every file are sent together, so no line waits
+    /// longer than this for more.
     #[arg(long, env = "EDGE_LINGER_MS", default_value_t = 50)]
     pub linger_ms: u64,
 

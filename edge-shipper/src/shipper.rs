@@ -3,6 +3,7 @@
 //! them. Reading stops when the channel is full or too much is in flight, so the tailer never
 //! runs far ahead of JetStream.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::stream::{FuturesUnordered, StreamExt};
+use protocol::SourceKey;
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +22,7 @@ use crate::acked_offsets::AckedOffsets;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::config::{Config, ConfigError};
 use crate::metrics as m;
-use crate::publisher::{self, ConnectError, FailureLog, Outgoing, PublishTarget};
+use crate::publisher::{self, ConnectError, FailureLog, Outgoing, PublishTarget, SourceHeaders};
 use crate::tailer::{TailEvent, Tailer};
 
 /// Batches of tailer events waiting for the publisher (each at most about 1 MiB of chunks).
@@ -79,6 +81,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Ship
         site: config.site.clone(),
         box_id: config.box_id.clone(),
         offsets,
+        headers: HashMap::new(),
         in_flight: FuturesUnordered::new(),
         in_flight_bytes: 0,
         max_in_flight: usize::try_from(config.max_in_flight).unwrap_or(usize::MAX),
@@ -182,6 +185,8 @@ struct Pipeline {
     site: String,
     box_id: String,
     offsets: AckedOffsets,
+    /// Header template of each source with an open file (pruned on every `Live`).
+    headers: HashMap<SourceKey, Arc<SourceHeaders>>,
     in_flight: FuturesUnordered<InFlight>,
     in_flight_bytes: usize,
     max_in_flight: usize,
@@ -197,7 +202,15 @@ impl Pipeline {
     fn take(&mut self, event: TailEvent) {
         match event {
             TailEvent::Chunk(chunk) => {
-                let msg = Outgoing::new(chunk, &self.site, &self.box_id);
+                let headers = match self.headers.get(&chunk.source) {
+                    Some(h) if h.fits(&chunk) => h.clone(),
+                    _ => {
+                        let h = Arc::new(SourceHeaders::new(&chunk, &self.site, &self.box_id));
+                        self.headers.insert(chunk.source.clone(), h.clone());
+                        h
+                    }
+                };
+                let msg = Outgoing::new(chunk, headers);
                 self.in_flight_bytes += msg.payload.len();
                 self.in_flight.push(Box::pin(publisher::publish_until_acked(
                     self.target.clone(),
@@ -209,7 +222,12 @@ impl Pipeline {
                 origin,
                 offset,
             } => self.offsets.begin(source, &origin, offset, Utc::now()),
-            TailEvent::Live(live) => self.offsets.set_live(&live, Utc::now()),
+            TailEvent::Live(live) => {
+                // Messages in flight keep their own reference.
+                self.headers
+                    .retain(|source, _| live.binary_search(source).is_ok());
+                self.offsets.set_live(&live, Utc::now());
+            }
             TailEvent::CaughtUp => self.caught_up = true,
         }
     }
@@ -220,7 +238,7 @@ impl Pipeline {
         self.in_flight_bytes -= msg.payload.len();
         let metrics = &self.target.metrics;
         metrics.messages.increment(1);
-        metrics.lines.increment(msg.meta.lines);
+        metrics.lines.increment(msg.lines());
         metrics.bytes.increment(msg.range().len());
         if duplicate {
             tracing::debug!(msg_id = msg.msg_id(), "jetstream already had this message");

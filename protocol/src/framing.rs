@@ -90,15 +90,15 @@ pub enum FramingError {
     OversizeLineCount(u64),
 }
 
+/// The JetStream deduplication id: the same range of the same source is the same message.
+pub fn msg_id(source: &SourceKey, range: ByteRange) -> String {
+    format!("{}:{}-{}", source.as_str(), range.start, range.end)
+}
+
 impl BatchMeta {
     /// The JetStream deduplication id: the same range of the same source is the same message.
     pub fn msg_id(&self) -> String {
-        format!(
-            "{}:{}-{}",
-            self.source.as_str(),
-            self.range.start,
-            self.range.end
-        )
+        msg_id(&self.source, self.range)
     }
 
     /// Header name/value pairs to attach to the message (`Nats-Msg-Id` is set separately).

@@ -36,7 +36,8 @@ pub enum TailEvent {
         offset: u64,
     },
     Chunk(Chunk),
-    /// Sources that currently have an open file; their checkpoint entries must not expire.
+    /// Sources that currently have an open file, sorted and without duplicates; their checkpoint
+    /// entries must not expire.
     Live(Vec<SourceKey>),
     /// `--until-caught-up`: every matching file has been read to its last complete line.
     CaughtUp,

@@ -61,6 +61,8 @@ use tracked::{head_matches, name, open_for_reading, path_str, restart, FileId, I
 const READ_BUDGET_BYTES: u64 = 4 * 1024 * 1024;
 /// Wake-ups closer together than this are coalesced into one read pass.
 const MIN_PASS_INTERVAL: Duration = Duration::from_millis(20);
+/// Longest sleep between two looks at the cancellation token while a batching window is open.
+const CANCEL_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// `Live` is re-sent at least this often even when nothing changed.
 const LIVE_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -97,12 +99,16 @@ pub struct Tailer<S> {
     by_path: HashMap<PathBuf, FileId>,
     /// Files with more bytes ready than their last read took.
     more: HashSet<FileId>,
-    /// Files holding complete lines until their linger is over.
+    /// Files holding complete lines until the batching window closes.
     lingering: HashSet<FileId>,
+    /// When the current batching window opened: the first change noticed (a wake-up) or the
+    /// first complete line read since the last flush. It closes `linger` later, and then the
+    /// lines of *every* file go out together.
+    window_open: Option<Instant>,
     outbox: Outbox<S>,
     unreadable: HashSet<PathBuf>,
     next_rescan: Option<Instant>,
-    live_sent: Option<(Vec<SourceKey>, Instant)>,
+    live_sent: Option<LiveSent>,
     head: Vec<u8>,
     unread_bytes: Arc<AtomicU64>,
 }
@@ -125,6 +131,7 @@ impl<S: EventSink> Tailer<S> {
             by_path: HashMap::new(),
             more: HashSet::new(),
             lingering: HashSet::new(),
+            window_open: None,
             outbox: Outbox {
                 sink,
                 known,
@@ -177,18 +184,33 @@ impl<S: EventSink> Tailer<S> {
             let timeout = outcome.next_due.saturating_duration_since(Instant::now());
             match self.wake_rx.recv_timeout(timeout) {
                 Ok(()) => {
-                    // Coalesce bursts of change events into one pass.
-                    let since = last_pass.elapsed();
-                    if since < MIN_PASS_INTERVAL {
-                        std::thread::sleep(MIN_PASS_INTERVAL - since);
-                    }
-                    while self.wake_rx.try_recv().is_ok() {}
+                    // A change opens the batching window; the pass waits for it to close so
+                    // that the changes of all files in the meantime are read and sent in one
+                    // pass, as one burst of messages (one wake-up of the publisher, one write
+                    // to NATS) instead of one per file.
+                    let open = *self.window_open.get_or_insert_with(Instant::now);
+                    let close = (open + self.cfg.linger).max(last_pass + MIN_PASS_INTERVAL);
+                    self.wait_until(close, cancel);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => std::thread::sleep(timeout),
             }
         }
         info!("tailer stopped");
+    }
+
+    /// Sleeps until `until` (in slices, to notice `cancel`), then drops the wake-ups that came
+    /// meanwhile. Sleeping rather than waiting on the channel: the change events of a window
+    /// then cost the notify thread a failed `try_send` each, not a wake-up of this thread.
+    fn wait_until(&self, until: Instant, cancel: &CancellationToken) {
+        while !cancel.is_cancelled() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(CANCEL_CHECK_INTERVAL));
+        }
+        while self.wake_rx.try_recv().is_ok() {}
     }
 
     /// One pass: rescan if due, then read every file as far as its budget allows.
@@ -217,19 +239,13 @@ impl<S: EventSink> Tailer<S> {
             look = self.files.keys().copied().collect();
         }
         let mut next_due = self.next_rescan.unwrap_or(now);
-        let flush_only = lingering.into_iter().filter(|id| !look.contains(id));
-        let work: Vec<(FileId, bool)> = look
-            .iter()
-            .map(|id| (*id, true))
-            .chain(flush_only.map(|id| (id, false)))
-            .collect();
         let mut more_now = false;
-        for (id, read) in work {
-            let served = if read {
-                self.serve(id, now)?
-            } else {
-                self.flush_if_due(id, now)?
-            };
+        let mut pending: Vec<FileId> = lingering
+            .into_iter()
+            .filter(|id| !look.contains(id))
+            .collect();
+        for id in look {
+            let served = self.serve(id, now, full)?;
             let Some(t) = self.files.get_mut(&id) else {
                 continue;
             };
@@ -238,10 +254,10 @@ impl<S: EventSink> Tailer<S> {
                 more_now = true;
                 self.more.insert(id);
             }
-            if let Some(due) = served.flush_due {
-                next_due = next_due.min(due);
-                self.lingering.insert(id);
-            }
+            pending.push(id);
+        }
+        if let Some(due) = self.flush_window(pending, now)? {
+            next_due = next_due.min(due);
         }
         let unread = self.files.values().map(|t| t.unread).sum();
         self.unread_bytes.store(unread, Ordering::Relaxed);
@@ -262,6 +278,9 @@ impl<S: EventSink> Tailer<S> {
     #[instrument(skip_all)]
     fn rescan(&mut self, now: Instant) -> Result<(), SinkClosed> {
         self.discovery.ensure_watch();
+        let tracked_before = self.files.len();
+        // Whether a path, a match or the set of files changed: `by_path` is rebuilt only then.
+        let mut changed = false;
         let mut seen = HashSet::new();
         let paths = self.discovery.scan();
         if !self.unreadable.is_empty() {
@@ -282,6 +301,7 @@ impl<S: EventSink> Tailer<S> {
             if let Some(t) = self.files.get_mut(&id) {
                 seen.insert(id);
                 if t.path != path {
+                    changed = true;
                     t.path = path;
                     if let Identity::Named { reader, .. } = &mut t.identity {
                         reader.set_path(path_str(&t.path));
@@ -290,6 +310,7 @@ impl<S: EventSink> Tailer<S> {
                 if !t.matched {
                     info!(path = %t.path.display(), "file matches the glob again");
                     t.matched = true;
+                    changed = true;
                 }
                 continue;
             }
@@ -299,6 +320,7 @@ impl<S: EventSink> Tailer<S> {
         }
         for t in self.files.values_mut() {
             if t.matched && !seen.contains(&t.id) {
+                changed = true;
                 t.matched = false;
                 metrics::counter!(m::ROTATIONS_TOTAL).increment(1);
                 info!(path = %t.path.display(), inode = t.id.inode,
@@ -306,13 +328,16 @@ impl<S: EventSink> Tailer<S> {
             }
         }
         self.check_fingerprints()?;
+        let open_before_close = self.files.len();
         self.close_idle_rotated(now)?;
-        self.by_path = self
-            .files
-            .values()
-            .filter(|t| t.matched)
-            .map(|t| (t.path.clone(), t.id))
-            .collect();
+        if changed || self.files.len() != tracked_before || self.files.len() != open_before_close {
+            self.by_path = self
+                .files
+                .values()
+                .filter(|t| t.matched)
+                .map(|t| (t.path.clone(), t.id))
+                .collect();
+        }
         metrics::gauge!(m::FILES_TRACKED).set(self.files.len() as f64);
         Ok(())
     }
@@ -356,11 +381,12 @@ impl<S: EventSink> Tailer<S> {
         Some(id)
     }
 
-    /// Re-reads every named file's first line: a different one means it was truncated and
-    /// rewritten.
+    /// Re-reads the first line of every named file that no longer matches the glob (before it
+    /// may be closed): a different one means it was truncated and rewritten. Matched files are
+    /// checked by [`serve`](Self::serve) in the same full pass.
     fn check_fingerprints(&mut self) -> Result<(), SinkClosed> {
         let max_prefix = self.cfg.limits.max_line_bytes;
-        for t in self.files.values_mut() {
+        for t in self.files.values_mut().filter(|t| !t.matched) {
             if !head_matches(t, max_prefix, &mut self.head) {
                 restart(t, &mut self.outbox, "first line changed")?;
             }
@@ -405,6 +431,23 @@ impl<S: EventSink> Tailer<S> {
     }
 
     fn send_live(&mut self, now: Instant) -> Result<(), SinkClosed> {
+        // An order-independent digest of the live sources: when it is unchanged and `Live` was
+        // sent less than LIVE_INTERVAL ago there is nothing to do, without collecting, cloning
+        // and sorting every source on every rescan.
+        let digest = self
+            .files
+            .values()
+            .filter_map(|t| match &t.identity {
+                Identity::Named { reader, .. } => Some(source_digest(reader.source())),
+                Identity::Waiting { .. } => None,
+            })
+            .fold(0u64, u64::wrapping_add);
+        let recent = self.live_sent.as_ref().is_some_and(|sent| {
+            sent.digest == digest && now.duration_since(sent.at) < LIVE_INTERVAL
+        });
+        if recent {
+            return Ok(());
+        }
         let mut live: Vec<SourceKey> = self
             .files
             .values()
@@ -424,48 +467,59 @@ impl<S: EventSink> Tailer<S> {
         self.outbox
             .known
             .retain(|_, k| now.saturating_duration_since(k.seen) < forget_after);
-        let due = self
-            .live_sent
-            .as_ref()
-            .is_none_or(|(sent, at)| *sent != live || now.duration_since(*at) >= LIVE_INTERVAL);
-        if due {
-            self.live_sent = Some((live.clone(), now));
-            self.outbox.push(TailEvent::Live(live))?;
-        }
-        Ok(())
+        self.live_sent = Some(LiveSent { digest, at: now });
+        self.outbox.push(TailEvent::Live(live))
     }
 
-    /// Sends a file's lingering lines once their linger is over, without reading it.
-    fn flush_if_due(&mut self, id: FileId, now: Instant) -> Result<Served, SinkClosed> {
-        let Self {
-            cfg, files, outbox, ..
-        } = self;
-        let Some(t) = files.get_mut(&id) else {
-            return Ok(Served::idle(0));
+    /// Sends the complete lines of every file in `candidates` once the batching window is over
+    /// (all of them at once), else keeps them lingering; returns when the window closes.
+    fn flush_window(
+        &mut self,
+        candidates: Vec<FileId>,
+        now: Instant,
+    ) -> Result<Option<Instant>, SinkClosed> {
+        let pending_since = |t: &Tracked| match &t.identity {
+            Identity::Named { reader, .. } => reader.pending_since(),
+            Identity::Waiting { .. } => None,
         };
-        let Identity::Named { reader, .. } = &mut t.identity else {
-            return Ok(Served::idle(t.unread));
-        };
-        let mut flush_due = None;
-        if let Some(since) = reader.pending_since() {
-            let due = since + cfg.linger;
-            if now >= due {
-                reader.flush(&mut |c| outbox.emit(c))?;
-                reader.shrink();
-            } else {
-                flush_due = Some(due);
+        let mut waiting = Vec::with_capacity(candidates.len());
+        let mut opened = self.window_open;
+        for id in candidates {
+            if let Some(since) = self.files.get(&id).and_then(pending_since) {
+                opened = Some(opened.map_or(since, |o| o.min(since)));
+                waiting.push(id);
             }
         }
-        Ok(Served {
-            at_end: true,
-            flush_due,
-            unread: t.unread,
-        })
+        let Some(opened) = opened.filter(|_| !waiting.is_empty()) else {
+            // Nothing lingers: the next window opens with the next change.
+            self.window_open = None;
+            return Ok(None);
+        };
+        let due = opened + self.cfg.linger;
+        if now < due && !self.cfg.until_caught_up {
+            self.window_open = Some(opened);
+            self.lingering.extend(waiting);
+            return Ok(Some(due));
+        }
+        let outbox = &mut self.outbox;
+        for id in waiting {
+            if let Some(Tracked {
+                identity: Identity::Named { reader, .. },
+                ..
+            }) = self.files.get_mut(&id)
+            {
+                reader.flush(&mut |c| outbox.emit(c))?;
+                reader.shrink();
+            }
+        }
+        self.window_open = None;
+        Ok(None)
     }
 
-    /// Reads one file: names it if needed, detects truncation, reads up to its budget and
-    /// flushes what has lingered long enough.
-    fn serve(&mut self, id: FileId, now: Instant) -> Result<Served, SinkClosed> {
+    /// Reads one file: names it if needed, detects truncation, reads up to its budget. Its
+    /// first line is compared with its fingerprint when it grew, and on every full pass (`full`)
+    /// also when it did not.
+    fn serve(&mut self, id: FileId, now: Instant, full: bool) -> Result<Served, SinkClosed> {
         let Self {
             cfg,
             files,
@@ -490,10 +544,11 @@ impl<S: EventSink> Tailer<S> {
         if let Identity::Named { reader, .. } = &t.identity {
             if size < reader.read_pos() {
                 restart(t, outbox, "file shrank")?;
-            } else if size > reader.read_pos() && !head_matches(t, cfg.limits.max_line_bytes, head)
+            } else if (full || size > reader.read_pos())
+                && !head_matches(t, cfg.limits.max_line_bytes, head)
             {
-                // Truncated and already rewritten past the read position: the new bytes
-                // belong to a new source.
+                // Truncated and rewritten (on a full pass: to any size; else past the read
+                // position): the new bytes belong to a new source.
                 restart(t, outbox, "first line changed")?;
             }
         }
@@ -522,27 +577,34 @@ impl<S: EventSink> Tailer<S> {
                 return Ok(Served::idle(size.saturating_sub(reader.read_pos())));
             }
         };
-        let mut flush_due = None;
-        if let Some(since) = reader.pending_since() {
-            let due = since + cfg.linger;
-            if !outcome.at_end || cfg.until_caught_up || now >= due {
-                reader.flush(&mut emit)?;
-            } else {
-                flush_due = Some(due);
-            }
+        if !outcome.at_end || cfg.until_caught_up {
+            // A reader with more to read is not kept waiting for the window.
+            reader.flush(&mut emit)?;
         }
         reader.shrink();
         Ok(Served {
             at_end: outcome.at_end,
-            flush_due,
             unread: size.saturating_sub(reader.read_pos()),
         })
     }
 }
 
+/// What the last `Live` event said, as a digest of its sources, and when.
+struct LiveSent {
+    digest: u64,
+    at: Instant,
+}
+
+/// A source's share of the live digest (a sum of these, so file order does not matter).
+fn source_digest(source: &SourceKey) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    source.hash(&mut h);
+    h.finish()
+}
+
 struct Served {
     at_end: bool,
-    flush_due: Option<Instant>,
     unread: u64,
 }
 
@@ -550,7 +612,6 @@ impl Served {
     fn idle(unread: u64) -> Self {
         Self {
             at_end: true,
-            flush_due: None,
             unread,
         }
     }

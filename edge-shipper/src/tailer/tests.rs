@@ -482,6 +482,45 @@ fn lines_linger_until_due_then_go_as_one_message() {
 }
 
 #[test]
+fn lines_of_all_files_go_out_together_when_the_first_window_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.linger = Duration::from_millis(50);
+    // Every step is a full pass, so each one reads every file without waiting for notify.
+    cfg.rescan_interval = Duration::from_millis(1);
+    let mut h = Harness::new(cfg);
+    let ms = Duration::from_millis;
+    let t0 = h.now + Duration::from_secs(1);
+    append(&dir.path().join("a.jsonl"), line("a", 0).as_bytes());
+    h.tailer.step(t0).unwrap();
+    assert!(h.chunks().is_empty());
+
+    // b's line is read 30 ms later; it does not get a window of its own.
+    append(&dir.path().join("b.jsonl"), line("b", 0).as_bytes());
+    h.tailer.step(t0 + ms(30)).unwrap();
+    h.tailer.step(t0 + ms(49)).unwrap();
+    assert!(h.chunks().is_empty());
+
+    h.tailer.step(t0 + ms(50)).unwrap();
+    let mut sent: Vec<String> = h
+        .chunks()
+        .iter()
+        .map(|c| String::from_utf8_lossy(&c.payload).into_owned())
+        .collect();
+    sent.sort();
+    assert_eq!(sent, [line("a", 0), line("b", 0)]);
+
+    // The next line opens a new window from when it is read.
+    append(&dir.path().join("b.jsonl"), line("b", 1).as_bytes());
+    let t1 = t0 + ms(70);
+    h.tailer.step(t1).unwrap();
+    h.tailer.step(t1 + ms(49)).unwrap();
+    assert!(h.chunks().is_empty());
+    h.tailer.step(t1 + ms(50)).unwrap();
+    assert_eq!(h.chunks().len(), 1);
+}
+
+#[test]
 fn until_caught_up_reports_once_everything_is_read() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
