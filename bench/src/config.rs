@@ -21,6 +21,37 @@ pub enum Part {
     Footprint,
 }
 
+/// How the private PostgreSQL is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PgProfile {
+    /// A durable server as a plant runs it: data dir on disk (--pg-dir), `fsync`,
+    /// `full_page_writes` and `synchronous_commit` on, with an ingest server's usual memory and
+    /// WAL settings (`shared_buffers = 1GB`, `max_wal_size = 4GB`, `checkpoint_timeout = 15min`).
+    Durable,
+    /// The tests' throwaway server: `/dev/shm`, `fsync = off`, `full_page_writes = off`,
+    /// `shared_buffers = 64MB`, `max_wal_size = 128MB`. Commits cost almost nothing, which
+    /// favours the naive per-line INSERT most.
+    Test,
+}
+
+impl PgProfile {
+    /// `-c` settings of the profile, over the testkit template's `postgresql.conf`.
+    pub fn settings(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Self::Durable => &[
+                ("fsync", "on"),
+                ("full_page_writes", "on"),
+                ("synchronous_commit", "on"),
+                ("shared_buffers", "1GB"),
+                ("max_wal_size", "4GB"),
+                ("checkpoint_timeout", "15min"),
+            ],
+            Self::Test => &[],
+        }
+    }
+}
+
 /// End-to-end benchmark of edge-mes: edge-shipper and ingest-worker against real nats-server and
 /// PostgreSQL, measured against the database's own COPY rate and a naive per-line INSERT; and
 /// mes-api under an open-loop request load.
@@ -64,6 +95,20 @@ pub struct Config {
     /// and create databases from.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+
+    /// Configuration of the private PostgreSQL (not used with --use-env-servers).
+    #[arg(long, env = "BENCH_PG_PROFILE", value_enum, default_value_t = PgProfile::Durable)]
+    pub pg_profile: PgProfile,
+
+    /// Directory on the disk under test for the private PostgreSQL's data dir with
+    /// `--pg-profile durable` (it must be reachable by the `postgres` OS user when run as root).
+    #[arg(long, env = "BENCH_PG_DIR", default_value = "/var/tmp")]
+    pub pg_dir: PathBuf,
+
+    /// Extra setting of the private PostgreSQL, `name=value` (repeatable), after the profile's,
+    /// e.g. --pg-setting shared_buffers=4GB.
+    #[arg(long, env = "BENCH_PG_SETTINGS", value_delimiter = ' ', value_parser = parse_setting)]
+    pub pg_setting: Vec<(String, String)>,
 
     /// Never build edge-shipper, ingest-worker (and mes-api); fail when their release builds are
     /// missing.
@@ -263,7 +308,29 @@ pub struct Config {
     pub worker_arg: Vec<String>,
 }
 
+/// `name=value` of a PostgreSQL setting.
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value))
+            if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+        {
+            Ok((name.to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("expected name=value, got {s:?}")),
+    }
+}
+
 impl Config {
+    /// The private PostgreSQL's settings: the profile's, then --pg-setting.
+    pub fn pg_settings(&self) -> Vec<(String, String)> {
+        self.pg_profile
+            .settings()
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .chain(self.pg_setting.iter().cloned())
+            .collect()
+    }
+
     pub fn runs(&self, part: Part) -> bool {
         self.only.contains(&part)
     }
@@ -422,5 +489,22 @@ mod tests {
             ["--concurrency", "4", "--batch-max-messages", "128"]
         );
         assert_eq!(c.shipper_args(), ["--linger-ms", "20"]);
+    }
+
+    #[test]
+    fn the_durable_profile_is_the_default_and_settings_come_after_it() {
+        let c = Config::try_parse_from(["edge-mes-bench", "--pg-setting", "shared_buffers=4GB"])
+            .unwrap();
+        assert_eq!(c.pg_profile, PgProfile::Durable);
+        let settings = c.pg_settings();
+        assert!(settings.contains(&("fsync".to_owned(), "on".to_owned())));
+        assert_eq!(
+            settings.last(),
+            Some(&("shared_buffers".to_owned(), "4GB".to_owned()))
+        );
+        let test = Config::try_parse_from(["edge-mes-bench", "--pg-profile", "test"]).unwrap();
+        assert!(test.pg_settings().is_empty());
+        assert!(Config::try_parse_from(["edge-mes-bench", "--pg-setting", "fsync"]).is_err());
+        assert!(Config::try_parse_from(["edge-mes-bench", "--pg-setting", "a;b=1"]).is_err());
     }
 }

@@ -65,6 +65,8 @@ pub async fn run(config: Config, command: String) -> anyhow::Result<Report> {
     info!(dir = %work.display(), "work dir");
     let servers = Servers::start(&config).await?;
     machine.set_postgres(servers.postgres_version().await?);
+    machine.postgres_config = servers.postgres_config().await?;
+    info!(settings = %machine.postgres_config, "postgresql");
     let mut report = Report {
         command,
         quick: config.quick,

@@ -18,6 +18,9 @@ pub struct Machine {
     pub postgres: String,
     /// e.g. `PostgreSQL 15.14`.
     pub postgres_short: String,
+    /// The durability and memory settings in force (read back from the server) and the file
+    /// system of a private server's data dir, e.g. `fsync=on ... data dir on ext2/ext3`.
+    pub postgres_config: String,
     pub git_commit: String,
     /// Uncommitted changes in the work tree (other people's work in progress included).
     pub git_dirty: bool,
@@ -75,6 +78,7 @@ impl Machine {
                 .unwrap_or_else(|| "unknown".to_owned()),
             postgres: String::new(),
             postgres_short: String::new(),
+            postgres_config: String::new(),
             git_commit: git(&["rev-parse", "--short=12", "HEAD"])
                 .unwrap_or_else(|| "unknown".to_owned()),
             git_dirty: git(&["status", "--porcelain"]).is_some_and(|s| !s.is_empty()),
@@ -91,6 +95,12 @@ impl Machine {
             .join(" ");
         self.postgres = version;
     }
+}
+
+/// The file system type holding `path` (`stat -f`), e.g. `tmpfs` or `ext2/ext3`.
+pub fn file_system(path: &std::path::Path) -> String {
+    let path = path.to_string_lossy();
+    output("stat", &["-f", "-c", "%T", &path]).unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// `/proc/loadavg`'s first three fields.

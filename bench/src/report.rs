@@ -441,6 +441,7 @@ impl Report {
             m.cpu_model, m.cores, m.memory_mib, m.kernel, m.rustc, m.nats_server, m.postgres_short,
             m.git_commit, if m.git_dirty { " (dirty)" } else { "" }, m.load_start, m.load_end
         );
+        let _ = writeln!(s, "PostgreSQL: {}\n", m.postgres_config);
         let _ = writeln!(
             s,
             "### Targets\n\n| what | target | measured | |\n|---|---|---|---|"

@@ -3,11 +3,22 @@
 
 use anyhow::{bail, Context};
 use sqlx::Connection;
-use testkit::{NatsHandle, NatsServer, PgHandle, PgServer};
+use testkit::{NatsHandle, NatsServer, PgHandle, PgOptions, PgServer};
 use tracing::info;
 
-use crate::config::Config;
+use crate::config::{Config, PgProfile};
 use crate::procstat;
+
+/// Settings shown with every report, in this order.
+const SHOWN_SETTINGS: &[&str] = &[
+    "fsync",
+    "synchronous_commit",
+    "full_page_writes",
+    "wal_level",
+    "shared_buffers",
+    "max_wal_size",
+    "checkpoint_timeout",
+];
 
 pub struct Servers {
     pub nats: NatsHandle,
@@ -29,9 +40,20 @@ impl Servers {
                 admin_url: db.clone(),
             });
         }
-        let (nats, pg) = tokio::try_join!(NatsServer::start(), PgServer::start())
+        let pg_options = match config.pg_profile {
+            PgProfile::Durable => PgOptions {
+                base_dir: Some(config.pg_dir.clone()),
+                settings: config.pg_settings(),
+            },
+            PgProfile::Test => PgOptions {
+                base_dir: None,
+                settings: config.pg_settings(),
+            },
+        };
+        let (nats, pg) = tokio::try_join!(NatsServer::start(), PgServer::start_with(pg_options))
             .context("start the private nats-server and PostgreSQL (testkit)")?;
-        info!(nats = %nats.url(), postgres = %pg.url(""), "private servers started");
+        info!(nats = %nats.url(), postgres = %pg.url(""), data = %pg.dir().display(),
+            profile = ?config.pg_profile, "private servers started");
         let admin_url = pg.url("postgres");
         Ok(Self {
             nats: NatsHandle::Private(nats),
@@ -93,6 +115,33 @@ impl Servers {
         sqlx::query("CHECKPOINT").execute(&mut conn).await?;
         conn.close().await.ok();
         Ok(())
+    }
+
+    /// The settings that decide what a commit and a COPY cost, as the server reports them, and
+    /// (private server) the file system of its data dir.
+    pub async fn postgres_config(&self) -> anyhow::Result<String> {
+        let mut conn = sqlx::PgConnection::connect(&self.admin_url).await?;
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, current_setting(name) FROM pg_settings \
+             WHERE name = ANY($1) ORDER BY array_position($1, name)",
+        )
+        .bind(SHOWN_SETTINGS)
+        .fetch_all(&mut conn)
+        .await?;
+        conn.close().await.ok();
+        let mut text = rows
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        if let PgHandle::Private(pg) = &self.pg {
+            text.push_str(&format!(
+                " · data dir on {} ({})",
+                crate::machine::file_system(pg.dir()),
+                pg.dir().display()
+            ));
+        }
+        Ok(text)
     }
 
     /// `SELECT version()` of the PostgreSQL server.

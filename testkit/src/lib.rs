@@ -39,7 +39,7 @@ mod process;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use nats::NatsServer;
-pub use postgres::PgServer;
+pub use postgres::{PgOptions, PgServer};
 
 /// Names an existing NATS server (with JetStream) that ordinary tests may use.
 pub const NATS_URL_ENV: &str = "EDGE_MES_TEST_NATS_URL";

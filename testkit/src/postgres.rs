@@ -59,29 +59,50 @@ pub struct PgServer {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    settings: Vec<(String, String)>,
+}
+
+/// How a private server differs from the tests' default one.
+#[derive(Debug, Clone, Default)]
+pub struct PgOptions {
+    /// Directory that holds the server's own dir (data, socket, log) instead of the fast temp
+    /// dir (`/dev/shm` where possible). It must be reachable by the `postgres` OS user when
+    /// running as root.
+    pub base_dir: Option<PathBuf>,
+    /// Settings passed as `-c name=value` on every start, over the template's
+    /// `postgresql.conf` (e.g. `fsync = on` for a durable server).
+    pub settings: Vec<(String, String)>,
 }
 
 impl PgServer {
     /// Private PostgreSQL: a copy of the initdb'd template in a temp dir, free port, listening on
     /// 127.0.0.1 only; returns when it accepts connections.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(PgOptions::default()).await
+    }
+
+    /// [`start`](Self::start) with another place for the data dir and extra settings.
+    pub async fn start_with(options: PgOptions) -> anyhow::Result<Self> {
         let pg = PgInstall::get().await?;
         let template = pg.template().await?;
-        let dir = process::server_dir("edge-mes-pg-", &pg.base_dir)?;
+        let base = options.base_dir.as_deref().unwrap_or(&pg.base_dir);
+        let dir = process::server_dir("edge-mes-pg-", base)?;
         let data = dir.path().join("data");
         run(Command::new("cp").arg("-a").arg(template).arg(&data))
             .await
             .context("copy the initdb template")?;
         pg.chown(dir.path()).await?;
+        let settings = options.settings;
         let mut last_err = None;
         for _ in 0..PORT_ATTEMPTS {
             let port = process::free_port()?;
-            match launch(pg, port, dir.path()).await {
+            match launch(pg, port, dir.path(), &settings).await {
                 Ok(child) => {
                     return Ok(Self {
                         port,
                         dir,
                         child: Some(child),
+                        settings,
                     })
                 }
                 Err(e) if is_port_in_use(&e) => last_err = Some(e),
@@ -156,7 +177,7 @@ impl PgServer {
         let pg = PgInstall::get().await?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match launch(pg, self.port, self.dir.path()).await {
+            match launch(pg, self.port, self.dir.path(), &self.settings).await {
                 Ok(child) => {
                     self.child = Some(child);
                     return Ok(());
@@ -251,7 +272,12 @@ fn is_transient_start_error(e: &anyhow::Error) -> bool {
 }
 
 /// Spawns the postmaster on `port` with data and socket in `dir` and waits until it is ready.
-async fn launch(pg: &PgInstall, port: u16, dir: &Path) -> anyhow::Result<Child> {
+async fn launch(
+    pg: &PgInstall,
+    port: u16,
+    dir: &Path,
+    settings: &[(String, String)],
+) -> anyhow::Result<Child> {
     let log_path = log_path(dir);
     let log = OpenOptions::new()
         .create(true)
@@ -263,8 +289,11 @@ async fn launch(pg: &PgInstall, port: u16, dir: &Path) -> anyhow::Result<Child> 
         .arg(dir.join("data"))
         .args(["-p", &port.to_string()])
         .arg("-k")
-        .arg(dir)
-        .stdin(Stdio::null())
+        .arg(dir);
+    for (name, value) in settings {
+        cmd.arg("-c").arg(format!("{name}={value}"));
+    }
+    cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
     let mut child = process::spawn_owned(cmd, libc::SIGQUIT).context("spawn postgres")?;
