@@ -18,15 +18,15 @@ const POLL: Duration = Duration::from_millis(50);
 /// How long a process may take to exit once the work is done.
 const EXIT_LIMIT: Duration = Duration::from_secs(120);
 
-/// The pipeline's figures, its database (for the baselines' export) and the generated files.
+/// The pipeline's figures and its database (for the baselines' export).
 pub struct Backfill {
     pub report: BackfillReport,
     pub deployment: Deployment,
-    pub generated: Generated,
     pub checks: Vec<Check>,
 }
 
-pub async fn run(bench: &Bench) -> anyhow::Result<Backfill> {
+/// Generates the backfill files (not timed).
+pub async fn generate(bench: &Bench) -> anyhow::Result<Generated> {
     let cfg = &bench.config;
     let spec = BackfillSpec {
         boxes: cfg.boxes,
@@ -52,8 +52,15 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Backfill> {
         first_ts = %generated.first_ts,
         "generated the backfill files"
     );
+    Ok(generated)
+}
 
-    let dep = bench.deploy("backfill").await?;
+/// Ships and loads `generated` into a fresh deployment named `label` (one per round: its own
+/// database, namespace and shipper state), timed from the first process start to the last
+/// commit.
+pub async fn run(bench: &Bench, generated: &Generated, label: &str) -> anyhow::Result<Backfill> {
+    let cfg = &bench.config;
+    let dep = bench.deploy(label).await?;
     bench.servers.checkpoint().await?;
     let n = generated.lines;
 
@@ -64,17 +71,18 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Backfill> {
     for w in 0..cfg.workers {
         let mut cmd = bench.worker(&dep);
         cmd.args(["--until-idle", &cfg.until_idle_secs.to_string()]);
-        workers.push(bench.spawn(&format!("backfill-worker-{}", w + 1), cmd)?);
+        workers.push(bench.spawn(&format!("{label}-worker-{}", w + 1), cmd)?);
     }
     let mut shippers = Vec::new();
     for b in &generated.boxes {
         let cmd = bench.shipper(&dep, &b.box_id, &b.dir, true)?;
-        shippers.push(bench.spawn(&format!("backfill-shipper-{}", b.box_id), cmd)?);
+        shippers.push(bench.spawn(&format!("{label}-shipper-{}", b.box_id), cmd)?);
     }
     info!(
         shippers = shippers.len(),
         workers = workers.len(),
         readings = n,
+        label,
         "backfill started"
     );
 
@@ -97,12 +105,20 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Backfill> {
 
     let checks = vec![
         Check::equal(
-            "backfill: ledger sum(rows_loaded)",
+            format!("{label}: ledger sum(rows_loaded)"),
             n,
             dep.rows_loaded().await?,
         ),
-        Check::equal("backfill: count(*) of readings", n, dep.readings().await?),
-        Check::equal("backfill: rejected_readings", 0, dep.rejected().await?),
+        Check::equal(
+            format!("{label}: count(*) of readings"),
+            n,
+            dep.readings().await?,
+        ),
+        Check::equal(
+            format!("{label}: rejected_readings"),
+            0,
+            dep.rejected().await?,
+        ),
     ];
     let report = BackfillReport {
         readings: n,
@@ -130,7 +146,6 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Backfill> {
     Ok(Backfill {
         report,
         deployment: dep,
-        generated,
         checks,
     })
 }

@@ -16,7 +16,7 @@ use tracing::info;
 
 use crate::monitored::wait_all;
 use crate::procstat;
-use crate::report::{BaselineReport, Check, CopyRun, NaiveRun};
+use crate::report::{Check, CopyRun, NaiveRun};
 use crate::stack::{count, Bench, Deployment, SITE};
 
 /// Partitions the worker creates around today by default (`--partition-days-back/-ahead`).
@@ -26,12 +26,16 @@ const PARTITION_DAYS_AHEAD: u64 = 3;
 const COLUMNS: &str =
     "ts, site, resource_id, work_order_id, operation_id, sensor, value, unit, meta";
 
-/// Exports the pipeline's rows, drops its database, then measures the three baselines.
-pub async fn run(
-    bench: &Bench,
-    pipeline: Deployment,
-    sample: Vec<String>,
-) -> anyhow::Result<(BaselineReport, Vec<Check>)> {
+/// The pipeline's rows as `\copy` input: the whole file and its two halves.
+pub struct CopyFiles {
+    all: PathBuf,
+    halves: [PathBuf; 2],
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// Exports the pipeline's rows (text format) and drops its database.
+pub async fn export(bench: &Bench, pipeline: Deployment) -> anyhow::Result<CopyFiles> {
     let dir = bench.dir("copy")?;
     let all = dir.join("readings.tsv");
     let started = Instant::now();
@@ -43,44 +47,59 @@ pub async fn run(
     .context("export the pipeline's rows")?;
     let rows = pipeline.readings().await?;
     bench.retire(pipeline).await?;
-    let (half_1, half_2) = (dir.join("readings.1.tsv"), dir.join("readings.2.tsv"));
-    split_at_line(&all, &half_1, &half_2)?;
-    let copy_file_bytes = std::fs::metadata(&all)?.len();
+    let halves = [dir.join("readings.1.tsv"), dir.join("readings.2.tsv")];
+    split_at_line(&all, &halves[0], &halves[1])?;
+    let bytes = std::fs::metadata(&all)?.len();
     info!(
         rows,
-        mb = copy_file_bytes / 1_000_000,
+        mb = bytes / 1_000_000,
         secs = started.elapsed().as_secs_f64(),
         "exported the pipeline's rows"
     );
+    Ok(CopyFiles {
+        all,
+        halves,
+        rows,
+        bytes,
+    })
+}
 
-    let mut checks = Vec::new();
-    let copy_1 = copy_run(bench, std::slice::from_ref(&all), rows, &mut checks).await?;
+/// `psql \copy` of the exported rows into a fresh schema: the whole file in one stream, or its
+/// halves in two concurrent streams.
+pub async fn copy(
+    bench: &Bench,
+    files: &CopyFiles,
+    streams: u32,
+    checks: &mut Vec<Check>,
+) -> anyhow::Result<CopyRun> {
+    let inputs = if streams == 1 {
+        std::slice::from_ref(&files.all)
+    } else {
+        &files.halves[..]
+    };
+    let run = copy_run(bench, inputs, files.rows, checks).await?;
     info!(
-        rows_per_sec = copy_1.rows_per_sec.round(),
-        secs = copy_1.secs,
-        "\\copy, 1 stream"
+        rows_per_sec = run.rows_per_sec.round(),
+        secs = run.secs,
+        streams,
+        "\\copy"
     );
-    let copy_2 = copy_run(bench, &[half_1, half_2], rows, &mut checks).await?;
-    info!(
-        rows_per_sec = copy_2.rows_per_sec.round(),
-        secs = copy_2.secs,
-        "\\copy, 2 streams"
-    );
-    let naive = naive_run(bench, &sample, &mut checks).await?;
+    Ok(run)
+}
+
+/// The naive client on `sample`.
+pub async fn naive(
+    bench: &Bench,
+    sample: &[String],
+    checks: &mut Vec<Check>,
+) -> anyhow::Result<NaiveRun> {
+    let naive = naive_run(bench, sample, checks).await?;
     info!(
         rows_per_sec = naive.rows_per_sec.round(),
         secs = naive.secs,
         "naive INSERT"
     );
-    Ok((
-        BaselineReport {
-            copy_file_bytes,
-            copy_1,
-            copy_2,
-            naive,
-        },
-        checks,
-    ))
+    Ok(naive)
 }
 
 /// A fresh database migrated like the worker does it, with the worker's daily partitions.

@@ -43,7 +43,7 @@ use tracing::{info, warn};
 
 pub use config::{Config, Part};
 use machine::Machine;
-use report::Report;
+use report::{BaselineReport, Report, Round};
 use servers::Servers;
 use stack::Bench;
 
@@ -75,6 +75,7 @@ pub async fn run(config: Config, command: String) -> anyhow::Result<Report> {
         binaries: bins.clone(),
         backfill: None,
         baselines: None,
+        rounds: Vec::new(),
         live: None,
         footprint: None,
         api: None,
@@ -134,17 +135,55 @@ pub async fn run(config: Config, command: String) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// The pipeline and the `\copy` baselines in turn, `--rounds` times, then the naive client
+/// once. The report keeps each measurement's median round and every round's rates.
 async fn backfill_part(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
-    let run = backfill::run(bench).await?;
-    report.backfill = Some(run.report);
-    report.checks.extend(run.checks);
+    let generated = backfill::generate(bench).await?;
+    let first = backfill::run(bench, &generated, "backfill").await?;
+    report.checks.extend(first.checks);
     if bench.config.no_baselines {
-        return bench.retire(run.deployment).await;
+        report.backfill = Some(first.report);
+        return bench.retire(first.deployment).await;
     }
-    let sample = generate::sample_lines(&run.generated, bench.config.naive_sample())?;
-    let (baselines, checks) = baseline::run(bench, run.deployment, sample).await?;
-    report.baselines = Some(baselines);
-    report.checks.extend(checks);
+    let sample = generate::sample_lines(&generated, bench.config.naive_sample())?;
+    let files = baseline::export(bench, first.deployment).await?;
+    let mut pipelines = vec![first.report];
+    let (mut copies_1, mut copies_2) = (Vec::new(), Vec::new());
+    for round in 1..=bench.config.rounds() {
+        if round > 1 {
+            let run = backfill::run(bench, &generated, &format!("backfill-{round}")).await?;
+            report.checks.extend(run.checks);
+            bench.retire(run.deployment).await?;
+            pipelines.push(run.report);
+        }
+        copies_1.push(baseline::copy(bench, &files, 1, &mut report.checks).await?);
+        copies_2.push(baseline::copy(bench, &files, 2, &mut report.checks).await?);
+        info!(
+            round,
+            pipeline = pipelines[pipelines.len() - 1].readings_per_sec.round(),
+            copy_1 = copies_1[copies_1.len() - 1].rows_per_sec.round(),
+            copy_2 = copies_2[copies_2.len() - 1].rows_per_sec.round(),
+            "backfill round done"
+        );
+    }
+    let naive = baseline::naive(bench, &sample, &mut report.checks).await?;
+    report.rounds = pipelines
+        .iter()
+        .zip(&copies_1)
+        .zip(&copies_2)
+        .map(|((p, c1), c2)| Round {
+            pipeline: p.readings_per_sec,
+            copy_1: c1.rows_per_sec,
+            copy_2: c2.rows_per_sec,
+        })
+        .collect();
+    report.backfill = Some(report::median_by(pipelines, |p| p.readings_per_sec));
+    report.baselines = Some(BaselineReport {
+        copy_file_bytes: files.bytes,
+        copy_1: report::median_by(copies_1, |c| c.rows_per_sec),
+        copy_2: report::median_by(copies_2, |c| c.rows_per_sec),
+        naive,
+    });
     Ok(())
 }
 
