@@ -201,11 +201,18 @@ const OWNER_FILE: &str = "testkit.owner";
 /// call in each process removes such dirs whose owner process is gone.
 pub(crate) fn server_dir(prefix: &str, base: &Path) -> anyhow::Result<tempfile::TempDir> {
     static SWEEP: std::sync::Once = std::sync::Once::new();
+    let prefixes = ["edge-mes-nats-", "edge-mes-pg-"];
+    let defaults = [std::env::temp_dir(), PathBuf::from(SHM_DIR)];
     SWEEP.call_once(|| {
-        for base in [std::env::temp_dir(), PathBuf::from(SHM_DIR)] {
-            sweep_stale_dirs(&base, &["edge-mes-nats-", "edge-mes-pg-"]);
+        for base in &defaults {
+            sweep_stale_dirs(base, &prefixes);
         }
     });
+    // A caller's own base (e.g. a benchmark's data dir on disk) is swept on each use: a killed
+    // run must not leave gigabytes behind there either.
+    if !defaults.iter().any(|d| d == base) {
+        sweep_stale_dirs(base, &prefixes);
+    }
     let dir = tempfile::Builder::new()
         .prefix(prefix)
         .tempdir_in(base)
