@@ -125,6 +125,15 @@ fn build(crates: &[&str]) -> anyhow::Result<()> {
     info!(crates = %crates.join(" "), "building (release)");
     let mut cmd = Command::new(&cargo);
     cmd.args(["build", "--release", "-p", env!("CARGO_PKG_NAME")]);
+    // Under `cargo run` this process has the variables cargo sets for the crate it runs; build
+    // scripts that watch one of them (ring's watches CARGO_MANIFEST_DIR and OUT_DIR) would
+    // otherwise see a change and rebuild (ring, rustls, async-nats and all that depends on them: 3 minutes on 2
+    // cores in CI).
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(is_set_by_cargo_run) {
+            cmd.env_remove(key);
+        }
+    }
     for krate in crates {
         cmd.args(["-p", krate]);
     }
@@ -139,6 +148,20 @@ fn build(crates: &[&str]) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Whether `cargo run` sets `name` for the binary it runs (never build configuration).
+fn is_set_by_cargo_run(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || matches!(
+            name,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "OUT_DIR"
+        )
 }
 
 /// True when a source file of the crate in `dir` (or of the protocol crate) is newer than the
@@ -173,4 +196,29 @@ fn newest_in(dir: &Path) -> Option<SystemTime> {
         newest = newest.max(t);
     }
     newest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_variables_of_cargo_run_are_dropped_from_the_build() {
+        for name in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PKG_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+        ] {
+            assert!(is_set_by_cargo_run(name), "{name}");
+        }
+        for name in [
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_PROFILE_RELEASE_DEBUG",
+            "CARGO",
+            "PATH",
+        ] {
+            assert!(!is_set_by_cargo_run(name), "{name}");
+        }
+    }
 }

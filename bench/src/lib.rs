@@ -67,22 +67,7 @@ pub async fn run(config: Config, command: String) -> anyhow::Result<Report> {
     machine.set_postgres(servers.postgres_version().await?);
     machine.postgres_config = servers.postgres_config().await?;
     info!(settings = %machine.postgres_config, "postgresql");
-    let mut report = Report {
-        command,
-        quick: config.quick,
-        started_at: chrono::Utc::now().to_rfc3339(),
-        machine,
-        binaries: bins.clone(),
-        backfill: None,
-        baselines: None,
-        rounds: Vec::new(),
-        live: None,
-        footprint: None,
-        api: None,
-        targets: Vec::new(),
-        checks: Vec::new(),
-        errors: Vec::new(),
-    };
+    let mut report = Report::new(command, config.quick, machine, bins.clone());
     let json = config.json.clone();
     let mut bench = Bench {
         config,

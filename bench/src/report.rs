@@ -347,6 +347,31 @@ pub fn thousands(v: f64) -> String {
 }
 
 impl Report {
+    /// A report without figures yet, started now.
+    pub fn new(
+        command: String,
+        quick: bool,
+        machine: Machine,
+        binaries: crate::binaries::Binaries,
+    ) -> Self {
+        Self {
+            command,
+            quick,
+            started_at: chrono::Utc::now().to_rfc3339(),
+            machine,
+            binaries,
+            backfill: None,
+            baselines: None,
+            rounds: Vec::new(),
+            live: None,
+            footprint: None,
+            api: None,
+            targets: Vec::new(),
+            checks: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
     /// Fills [`Report::targets`] from the figures.
     pub fn evaluate(&mut self) {
         let mut t = Vec::new();
@@ -838,44 +863,35 @@ mod tests {
 
     #[test]
     fn copy_targets_are_judged_on_the_median_of_the_rounds_ratios() {
-        let mut report = Report {
-            command: String::new(),
-            quick: false,
-            started_at: String::new(),
-            machine: crate::machine::Machine::describe(),
-            binaries: crate::binaries::Binaries {
+        let mut report = Report::new(
+            String::new(),
+            false,
+            crate::machine::Machine::describe(),
+            crate::binaries::Binaries {
                 shipper: "s".into(),
                 worker: "w".into(),
                 api: None,
             },
-            backfill: None,
-            baselines: None,
-            // Ratios to 1 stream: 0.9, 1.2, 1.1 (median 1.1, so met although one round missed);
-            // to 2 streams: 0.5, 0.6, 0.8 (median 0.6: missed although one round met).
-            rounds: vec![
-                Round {
-                    pipeline: 90.0,
-                    copy_1: 100.0,
-                    copy_2: 180.0,
-                },
-                Round {
-                    pipeline: 120.0,
-                    copy_1: 100.0,
-                    copy_2: 200.0,
-                },
-                Round {
-                    pipeline: 110.0,
-                    copy_1: 100.0,
-                    copy_2: 137.5,
-                },
-            ],
-            live: None,
-            footprint: None,
-            api: None,
-            targets: Vec::new(),
-            checks: Vec::new(),
-            errors: Vec::new(),
-        };
+        );
+        // Ratios to 1 stream: 0.9, 1.2, 1.1 (median 1.1, so met although one round missed);
+        // to 2 streams: 0.5, 0.6, 0.8 (median 0.6: missed although one round met).
+        report.rounds = vec![
+            Round {
+                pipeline: 90.0,
+                copy_1: 100.0,
+                copy_2: 180.0,
+            },
+            Round {
+                pipeline: 120.0,
+                copy_1: 100.0,
+                copy_2: 200.0,
+            },
+            Round {
+                pipeline: 110.0,
+                copy_1: 100.0,
+                copy_2: 137.5,
+            },
+        ];
         report.evaluate();
         let one = &report.targets[0];
         assert_eq!(one.met, Some(true));
