@@ -40,15 +40,10 @@ impl Servers {
                 admin_url: db.clone(),
             });
         }
-        let pg_options = match config.pg_profile {
-            PgProfile::Durable => PgOptions {
-                base_dir: Some(config.pg_dir.clone()),
-                settings: config.pg_settings(),
-            },
-            PgProfile::Test => PgOptions {
-                base_dir: None,
-                settings: config.pg_settings(),
-            },
+        let pg_options = PgOptions {
+            // The test profile keeps testkit's fast temp dir (`/dev/shm`).
+            base_dir: (config.pg_profile == PgProfile::Durable).then(|| config.pg_dir.clone()),
+            settings: config.pg_settings(),
         };
         let (nats, pg) = tokio::try_join!(NatsServer::start(), PgServer::start_with(pg_options))
             .context("start the private nats-server and PostgreSQL (testkit)")?;

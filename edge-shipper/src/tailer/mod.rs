@@ -279,7 +279,8 @@ impl<S: EventSink> Tailer<S> {
     fn rescan(&mut self, now: Instant) -> Result<(), SinkClosed> {
         self.discovery.ensure_watch();
         let tracked_before = self.files.len();
-        // Whether a path, a match or the set of files changed: `by_path` is rebuilt only then.
+        // Whether a path, a match or the set of files changed (a file opened or closed):
+        // `by_path` is rebuilt only then.
         let mut changed = false;
         let mut seen = HashSet::new();
         let paths = self.discovery.scan();
@@ -318,6 +319,7 @@ impl<S: EventSink> Tailer<S> {
                 seen.insert(id);
             }
         }
+        changed |= self.files.len() != tracked_before;
         for t in self.files.values_mut() {
             if t.matched && !seen.contains(&t.id) {
                 changed = true;
@@ -330,7 +332,8 @@ impl<S: EventSink> Tailer<S> {
         self.check_fingerprints()?;
         let open_before_close = self.files.len();
         self.close_idle_rotated(now)?;
-        if changed || self.files.len() != tracked_before || self.files.len() != open_before_close {
+        changed |= self.files.len() != open_before_close;
+        if changed {
             self.by_path = self
                 .files
                 .values()
