@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
+mod bus_buffer;
 mod faults;
 mod inputs;
 mod pipeline;

@@ -71,13 +71,26 @@ pub struct Config {
     #[arg(long, env = "NATS_STREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
 
-    /// Size limit of the READINGS stream; when full, shippers are refused and retry (discard new).
+    /// Size limit of the READINGS stream. It holds only what is not yet loaded (work-queue
+    /// retention), so this bounds the backlog: when it is reached, shippers are refused and wait
+    /// (discard new) until the workers catch up.
     #[arg(long, env = "READINGS_STREAM_MAX_BYTES", default_value_t = protocol::streams::READINGS_MAX_BYTES)]
     pub stream_max_bytes: i64,
 
-    /// Age limit of the READINGS stream, in hours.
+    /// Age limit of the READINGS stream, in hours. A message still not loaded at this age is
+    /// deleted by JetStream although the shipper was told it is stored: the longest outage of
+    /// the workers or the database that loses nothing. A warning is logged at half of it.
     #[arg(long, env = "READINGS_STREAM_MAX_AGE_HOURS", default_value_t = 7 * 24)]
     pub stream_max_age_hours: u64,
+
+    /// Size limit of the READINGS_DLQ stream; when full, its oldest dead letters are dropped
+    /// (each is also a row of ingest_dead_letters).
+    #[arg(long, env = "DLQ_STREAM_MAX_BYTES", default_value_t = protocol::streams::DLQ_MAX_BYTES)]
+    pub dlq_max_bytes: i64,
+
+    /// How often the READINGS backlog (bytes, oldest message) is read for metrics and warnings.
+    #[arg(long, env = "INGEST_BACKLOG_CHECK_SECS", default_value_t = 15)]
+    pub backlog_check_secs: u64,
 
     /// Daily partitions to create ahead of today (plain PostgreSQL).
     #[arg(long, env = "INGEST_PARTITION_DAYS_AHEAD", default_value_t = 3)]

@@ -3,6 +3,8 @@
 //! - [`config`]: flags and environment.
 //! - [`db`]: connect (create the database if missing), migrations, partitions, retention.
 //! - [`jetstream`]: NATS connection, streams and the shared durable consumer.
+//! - [`stream_upgrade`]: replacing a limits-retention `READINGS` of an earlier version.
+//! - [`backlog`]: what waits in `READINGS`, as metrics and early warnings.
 //! - [`decode`]: a message's lines to binary COPY rows and rejections, with byte offsets.
 //! - [`copy_format`]: the binary COPY row encoding.
 //! - [`ledger`]: which lines are new, given the byte ranges already loaded.
@@ -10,6 +12,7 @@
 //! - [`pipeline`]: pull, batch, decode, load, ack.
 //! - [`metrics`]: Prometheus metrics.
 
+pub mod backlog;
 pub mod config;
 pub mod copy_format;
 pub mod db;
@@ -19,6 +22,7 @@ pub mod ledger;
 pub mod loader;
 pub mod metrics;
 pub mod pipeline;
+pub mod stream_upgrade;
 
 use std::time::Duration;
 
@@ -71,12 +75,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
     }
     let client = jetstream::connect(&config).await?;
     let js = async_nats::jetstream::new(client);
-    let Some(consumer) = retry_until(&shutdown, "jetstream setup", || {
-        jetstream::ensure(&js, &names, &config)
-    })
-    .await
-    else {
-        return Ok(());
+    let settings = pipeline::PipelineSettings {
+        names: names.clone(),
+        limits: config.limits(),
+        concurrency: config.concurrency,
+        batch_max_messages: config.batch_max_messages,
+        batch_max_bytes: config.batch_max_bytes,
+        batch_linger: config.batch_linger(),
+        until_idle: config.until_idle.map(Duration::from_secs),
     };
 
     let tracker = TaskTracker::new();
@@ -88,17 +94,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
         config.retention_days,
         upkeep.clone(),
     ));
+    let consumer =
+        match stream_upgrade::ready_consumer(&js, &pool, &config, &settings, &shutdown).await {
+            Ok(Some(consumer)) => consumer,
+            stopped_or_failed => {
+                upkeep.cancel();
+                tracker.close();
+                tracker.wait().await;
+                pool.close().await;
+                return stopped_or_failed.map(|_| ());
+            }
+        };
+    tracker.spawn(backlog::watch(
+        js.clone(),
+        names.readings_stream.clone(),
+        Duration::from_secs(config.backlog_check_secs.max(1)),
+        upkeep.clone(),
+    ));
     tracker.close();
     info!(stream = %names.readings_stream, consumer = %names.consumer, concurrency = config.concurrency, "ingesting");
-    let settings = pipeline::PipelineSettings {
-        names,
-        limits: config.limits(),
-        concurrency: config.concurrency,
-        batch_max_messages: config.batch_max_messages,
-        batch_max_bytes: config.batch_max_bytes,
-        batch_linger: config.batch_linger(),
-        until_idle: config.until_idle.map(Duration::from_secs),
-    };
     let result = pipeline::run(consumer, js, pool.clone(), settings, shutdown.clone()).await;
     upkeep.cancel();
     tracker.wait().await;

@@ -19,6 +19,11 @@ pub const DECODE_SECONDS: &str = "ingest_decode_duration_seconds";
 pub const RETRIES: &str = "ingest_retries_total";
 pub const DEAD_LETTERS: &str = "ingest_dead_letters_total";
 pub const CONSUMER_PENDING: &str = "ingest_consumer_pending_messages";
+pub const STREAM_MESSAGES: &str = "ingest_stream_messages";
+pub const STREAM_BYTES: &str = "ingest_stream_bytes";
+pub const STREAM_MAX_BYTES: &str = "ingest_stream_max_bytes";
+pub const STREAM_OLDEST_AGE: &str = "ingest_stream_oldest_message_age_seconds";
+pub const STREAM_MAX_AGE: &str = "ingest_stream_max_age_seconds";
 
 /// Starts the `/metrics` listener and describes every metric.
 pub fn install(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::BuildError> {
@@ -39,6 +44,23 @@ pub fn install(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::Buil
     describe_counter!(RETRIES, "batch retries, by kind");
     describe_counter!(DEAD_LETTERS, "messages sent to the dead-letter stream");
     describe_gauge!(CONSUMER_PENDING, "messages waiting in the durable consumer");
+    describe_gauge!(
+        STREAM_MESSAGES,
+        "messages in READINGS not yet acknowledged (loaded)"
+    );
+    describe_gauge!(
+        STREAM_BYTES,
+        "bytes in READINGS not yet acknowledged (loaded)"
+    );
+    describe_gauge!(
+        STREAM_MAX_BYTES,
+        "size limit of READINGS (shippers wait when it is reached); -1: none"
+    );
+    describe_gauge!(
+        STREAM_OLDEST_AGE,
+        "age of the oldest READINGS message not yet acknowledged; lost unloaded at max_age"
+    );
+    describe_gauge!(STREAM_MAX_AGE, "age limit of READINGS; 0: none");
     Ok(())
 }
 
@@ -73,6 +95,14 @@ pub fn decode_duration(elapsed: Duration) {
 
 pub fn retry(kind: &'static str) {
     counter!(RETRIES, "kind" => kind).increment(1);
+}
+
+pub fn backlog(b: &crate::backlog::Backlog) {
+    gauge!(STREAM_MESSAGES).set(b.messages as f64);
+    gauge!(STREAM_BYTES).set(b.bytes as f64);
+    gauge!(STREAM_MAX_BYTES).set(b.max_bytes as f64);
+    gauge!(STREAM_OLDEST_AGE).set(b.oldest_age.as_secs_f64());
+    gauge!(STREAM_MAX_AGE).set(b.max_age.as_secs_f64());
 }
 
 pub fn dead_letter() {

@@ -156,8 +156,10 @@ async fn ledger_refuses_overlaps_and_compaction_merges_neighbours() {
 }
 
 #[tokio::test]
-async fn stream_setup_keeps_operator_configured_sources() {
-    use async_nats::jetstream::stream::{Config as StreamConfig, Source};
+async fn stream_setup_keeps_operator_configured_sources_also_through_the_upgrade() {
+    use async_nats::jetstream::stream::{
+        Config as StreamConfig, DiscardPolicy, RetentionPolicy, Source,
+    };
     let env = Env::new().await;
     let js = env.js().await;
     let gateway = format!("GW_{}", env.tag);
@@ -168,9 +170,12 @@ async fn stream_setup_keeps_operator_configured_sources() {
     })
     .await
     .unwrap();
+    // A hub stream as an earlier version left it: limits retention, discard old, a source.
     js.create_stream(StreamConfig {
         name: env.names.readings_stream.clone(),
         subjects: vec![env.names.readings_filter()],
+        retention: RetentionPolicy::Limits,
+        discard: DiscardPolicy::Old,
         sources: Some(vec![Source {
             name: gateway.clone(),
             ..Default::default()
@@ -179,21 +184,37 @@ async fn stream_setup_keeps_operator_configured_sources() {
     })
     .await
     .unwrap();
-    env.setup_streams().await;
-    let mut stream = js.get_stream(&env.names.readings_stream).await.unwrap();
-    let info = stream.info().await.unwrap();
-    let sources: Vec<String> = info
-        .config
-        .sources
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|s| s.name)
-        .collect();
-    assert_eq!(sources, vec![gateway]);
+    env.run_until_idle().await;
+    let info = |js: async_nats::jetstream::Context| {
+        let name = env.names.readings_stream.clone();
+        async move {
+            js.get_stream(&name)
+                .await
+                .unwrap()
+                .info()
+                .await
+                .unwrap()
+                .clone()
+        }
+    };
+    let sources = |i: &async_nats::jetstream::stream::Info| -> Vec<String> {
+        i.config
+            .sources
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.name)
+            .collect()
+    };
+    let upgraded = info(js.clone()).await;
+    assert_eq!(sources(&upgraded), vec![gateway.clone()]);
+    assert_eq!(upgraded.config.retention, RetentionPolicy::WorkQueue);
     assert_eq!(
-        info.config.discard,
-        async_nats::jetstream::stream::DiscardPolicy::New,
+        upgraded.config.discard,
+        DiscardPolicy::New,
         "our settings were applied too"
     );
+    // A second start finds the work-queue stream and keeps the source again.
+    env.run_until_idle().await;
+    assert_eq!(sources(&info(js).await), vec![gateway]);
 }

@@ -22,11 +22,16 @@ pub const INGEST_CONSUMER: &str = "ingest";
 /// within this window is deduplicated by JetStream itself; later re-ships by the ingest ledger.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
-/// Default limits of the readings stream. `discard new` makes a full stream refuse publishes, so
-/// shippers wait and retry instead of the stream deleting unconsumed data.
+/// Default limits of the readings stream. It has work-queue retention (a message is removed once
+/// the shared consumer acknowledged it), so these bound the backlog not yet loaded, not the traffic.
+/// `discard new` makes a full stream refuse publishes, so shippers wait and retry instead of the
+/// stream deleting unconsumed data. `max_age` deletes a message unloaded: the longest worker or
+/// database outage that loses nothing.
 pub const READINGS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const READINGS_MAX_BYTES: i64 = 10 * 1024 * 1024 * 1024;
 pub const DLQ_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The dead-letter stream drops its oldest messages beyond this (they are also database rows).
+pub const DLQ_MAX_BYTES: i64 = 1024 * 1024 * 1024;
 pub const OP_RUN_MAX_AGE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Largest readings message payload a shipper builds by default (complete lines only).
