@@ -268,3 +268,86 @@ async fn only_one_relay_publishes_at_a_time() {
             .unwrap();
     }
 }
+
+/// The server's JetStream store is full (its `max_file_store`, or the account's limit): every
+/// publish is refused. Events wait in the outbox, none is marked sent, and once the store has
+/// room again every event reaches the MES once, in order.
+#[tokio::test]
+async fn events_wait_in_the_outbox_while_the_servers_store_is_full() {
+    let t = db().await;
+    let app = app(&t.pool);
+    let small = "jetstream { max_file_store: 32768 }\n";
+    let mut nats = NatsServer::start_with_config(std::path::Path::new("nats-server"), small)
+        .await
+        .unwrap();
+    let names = OpRunNames::isolated(&t.name);
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connect(nats.url())
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let relay_task = tokio::spawn(relay::run(
+        t.pool.clone(),
+        client,
+        settings(&names),
+        Default::default(),
+        stop.clone(),
+    ));
+    let id = start_run(
+        &app,
+        json!({"work_order_id":"WO1","operation_id":"OP10","resource_id":"R1"}),
+    )
+    .await;
+    for _ in 0..200 {
+        let answer = post(
+            &app,
+            "/op_run/report",
+            json!({"op_run_id":id,"good_delta":1,"scrap_delta":0}),
+        )
+        .await;
+        assert_eq!(
+            answer.status, 200,
+            "the API takes reports whatever NATS does"
+        );
+    }
+    // The store takes what fits; the rest waits. Poll until the relay has stopped making
+    // progress against the full store.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = -1;
+    loop {
+        let unsent = scalar_i64(&t.pool, "SELECT count(*) FROM outbox WHERE sent_at IS NULL").await;
+        if unsent > 0 && unsent == last {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay kept publishing into a full store ({unsent} unsent)"
+        );
+        last = unsent;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    assert!(
+        last > 0,
+        "events wait in the outbox while the store is full"
+    );
+
+    // The operator gives the store room: every waiting event goes out.
+    std::fs::write(
+        nats.dir().join("server.conf"),
+        "jetstream { max_file_store: 67108864 }\n",
+    )
+    .unwrap();
+    nats.restart().await.unwrap();
+    wait_until_sent(&t.pool, "after the store grew").await;
+    let got = consume_all(&nats.url(), &names).await;
+    assert_eq!(got.len(), 201, "started + 200 reports, each once");
+    let totals: Vec<i64> = got.iter().map(|(_, _, e)| e.good_units).collect();
+    assert_eq!(totals, (0..=200).collect::<Vec<i64>>(), "in order");
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), relay_task)
+        .await
+        .unwrap()
+        .unwrap();
+}
