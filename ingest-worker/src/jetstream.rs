@@ -72,7 +72,7 @@ pub enum SetupError {
         source: jetstream::context::ConsumerInfoError,
     },
     /// The stream is in a shape the worker must not change by itself; the message says what to do.
-    #[error("stream {name} {problem}; see docs/operations.md, \"Upgrading the READINGS stream\"")]
+    #[error("stream {name} {problem}; see docs/operations.md, \"The readings buffer: limits, alerts, upgrades\"")]
     Unsupported { name: String, problem: &'static str },
     #[error("stream {name} still has {pending} messages not loaded; not replacing it")]
     NotDrained { name: String, pending: u64 },
