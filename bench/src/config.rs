@@ -19,6 +19,9 @@ pub enum Part {
     Api,
     /// Part 4: edge-shipper memory and CPU while tailing many slow files.
     Footprint,
+    /// Part 5: the READINGS stream carries `--buffer-carry` times its size limit at the live
+    /// rate (or runs for `--soak`); stream size and memory sampled every second.
+    Buffer,
 }
 
 /// How the private PostgreSQL is configured.
@@ -73,10 +76,25 @@ pub struct Config {
     #[arg(long, env = "BENCH_QUICK")]
     pub quick: bool,
 
-    /// Parts to run, comma separated: backfill, live, api, footprint.
+    /// Parts to run, comma separated: backfill, live, api, footprint, buffer.
     #[arg(long, env = "BENCH_ONLY", value_enum, value_delimiter = ',',
-        default_values_t = [Part::Backfill, Part::Live, Part::Api, Part::Footprint])]
+        default_values_t = [Part::Backfill, Part::Live, Part::Api, Part::Footprint, Part::Buffer])]
     pub only: Vec<Part>,
+
+    /// Buffer: READINGS size limit the workers run with, in MiB [default: 64; --quick: 1].
+    #[arg(long, env = "BENCH_BUFFER_STREAM_MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub buffer_stream_mib: Option<u64>,
+
+    /// Buffer: how many times its size limit the stream carries at the live rate.
+    #[arg(long, env = "BENCH_BUFFER_CARRY", default_value_t = 5,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub buffer_carry: u32,
+
+    /// Buffer part as a soak: run for this long (e.g. 1h, 30m, 90s) instead of until it carried
+    /// --buffer-carry limits; stream size and memory are sampled every second. Usually with
+    /// --only buffer.
+    #[arg(long, env = "BENCH_SOAK", value_parser = parse_duration)]
+    pub soak: Option<std::time::Duration>,
 
     /// Write every figure, the checks and the machine description to this JSON file.
     #[arg(long, env = "BENCH_JSON")]
@@ -315,6 +333,26 @@ pub struct Config {
     pub worker_arg: Vec<String>,
 }
 
+/// `90s`, `30m`, `1h` (or plain seconds).
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("expected a duration like 90s, 30m or 1h, got {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?} (s, m or h)")),
+    };
+    if secs == 0 {
+        return Err("a soak of zero seconds measures nothing".to_owned());
+    }
+    Ok(std::time::Duration::from_secs(secs))
+}
+
 /// `name=value` of a PostgreSQL setting.
 fn parse_setting(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
@@ -356,6 +394,11 @@ impl Config {
 
     pub fn naive_sample(&self) -> u64 {
         self.pick(self.naive_sample, 20_000, 2_000)
+    }
+
+    /// READINGS size limit of the buffer part, in bytes.
+    pub fn buffer_stream_bytes(&self) -> u64 {
+        self.pick(self.buffer_stream_mib, 64, 1) * 1024 * 1024
     }
 
     pub fn live_rate(&self) -> u32 {
@@ -436,8 +479,16 @@ mod tests {
         );
         assert_eq!(
             full.only,
-            vec![Part::Backfill, Part::Live, Part::Api, Part::Footprint]
+            vec![
+                Part::Backfill,
+                Part::Live,
+                Part::Api,
+                Part::Footprint,
+                Part::Buffer
+            ]
         );
+        assert_eq!(full.buffer_stream_bytes(), 64 << 20);
+        assert_eq!(full.buffer_carry, 5);
         assert_eq!((full.api_rate, full.api_active_rate), (1000, 50));
         assert_eq!(
             (full.api_secs(), full.api_warmup_secs(), full.api_max_secs()),

@@ -16,12 +16,14 @@
 //! - [`api`]: part 3 (mes-api under an open-loop load; exactly-once of the reports and events).
 //! - [`http_load`]: keep-alive HTTP/1.1 connections, open-loop schedule, closed loop.
 //! - [`footprint`]: part 4 (edge-shipper memory and CPU).
+//! - [`buffer`]: part 5 (READINGS carries many times its size limit; `--soak`).
 //! - [`machine`], [`report`]: the machine description, targets, tables and JSON.
 
 pub mod api;
 pub mod backfill;
 pub mod baseline;
 pub mod binaries;
+pub mod buffer;
 pub mod config;
 pub mod footprint;
 pub mod generate;
@@ -97,6 +99,15 @@ pub async fn run(config: Config, command: String) -> anyhow::Result<Report> {
                 report.checks.extend(checks);
             }
             Err(e) => report.errors.push(format!("footprint: {e:#}")),
+        }
+    }
+    if bench.config.runs(Part::Buffer) {
+        match buffer::run(&bench).await {
+            Ok((buffer, checks)) => {
+                report.buffer = Some(buffer);
+                report.checks.extend(checks);
+            }
+            Err(e) => report.errors.push(format!("buffer: {e:#}")),
         }
     }
     if bench.config.runs(Part::Api) {

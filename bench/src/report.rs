@@ -26,6 +26,7 @@ pub struct Report {
     pub live: Option<LiveReport>,
     pub footprint: Option<FootprintReport>,
     pub api: Option<ApiReport>,
+    pub buffer: Option<crate::buffer::BufferReport>,
     pub targets: Vec<Target>,
     pub checks: Vec<Check>,
     /// Parts that failed with an error (their figures are missing).
@@ -364,6 +365,7 @@ impl Report {
             baselines: None,
             rounds: Vec::new(),
             live: None,
+            buffer: None,
             footprint: None,
             api: None,
             targets: Vec::new(),
@@ -535,6 +537,9 @@ impl Report {
         }
         if let Some(a) = &self.api {
             render_api(&mut s, a);
+        }
+        if let Some(b) = &self.buffer {
+            render_buffer(&mut s, b);
         }
         if let Some(f) = &self.footprint {
             let _ = writeln!(
@@ -834,6 +839,50 @@ fn not_measured(what: &str, target: &str) -> Target {
         measured: "not measured in this run".to_owned(),
         met: None,
     }
+}
+
+fn render_buffer(s: &mut String, b: &crate::buffer::BufferReport) {
+    let _ = writeln!(
+        s,
+        "\n### Bus buffer (part 5{})\n\nREADINGS limited to {:.0} MiB; lines written at {} /s for {:.0} s.\n\n| figure | value |\n|---|---|",
+        if b.soak { ", soak" } else { "" },
+        b.stream_limit_bytes as f64 / 1048576.0,
+        b.requested_rate,
+        b.secs
+    );
+    let _ = writeln!(
+        s,
+        "| carried | {} lines, {:.1} MiB = {:.1} × the limit, {} messages |",
+        thousands(b.lines as f64),
+        b.bytes_written as f64 / 1048576.0,
+        b.carried_limits,
+        thousands(b.stream_messages_carried as f64)
+    );
+    let trend = |t: &Option<crate::buffer::Trend>, unit: f64, name: &str| -> String {
+        t.map_or_else(
+            || format!("| {name} | not sampled |"),
+            |t| {
+                format!(
+                    "| {name} | first quarter {:.1}, last quarter {:.1}, max {:.1} (× {:.2}) |",
+                    t.first_quarter_mean / unit,
+                    t.last_quarter_mean / unit,
+                    t.max / unit,
+                    t.growth()
+                )
+            },
+        )
+    };
+    let _ = writeln!(s, "{}", trend(&b.stream_bytes, 1048576.0, "stream MiB"));
+    let _ = writeln!(s, "{}", trend(&b.workers_rss, 1024.0, "worker RSS MiB"));
+    let _ = writeln!(s, "{}", trend(&b.shippers_rss, 1024.0, "shippers RSS MiB"));
+    let _ = writeln!(s, "{}", trend(&b.nats_rss, 1024.0, "nats-server RSS MiB"));
+    let _ = writeln!(
+        s,
+        "| shipper publish → ack | mean {} ms; {} publishes refused and retried |",
+        b.shipper_ack_wait_mean_ms
+            .map_or_else(|| "–".to_owned(), |m| format!("{m:.1}")),
+        b.shipper_publish_retries
+    );
 }
 
 #[cfg(test)]

@@ -68,6 +68,14 @@ impl Servers {
         }
     }
 
+    /// Process id of nats-server, when it is ours.
+    pub fn nats_pid(&self) -> Option<u32> {
+        match &self.nats {
+            NatsHandle::Private(s) => s.pid(),
+            NatsHandle::External(_) => None,
+        }
+    }
+
     /// CPU ticks of nats-server and of the PostgreSQL tree, when they are ours.
     pub fn cpu(&self) -> ServerCpu {
         let nats = match &self.nats {
