@@ -53,6 +53,9 @@ pub struct Config {
     #[command(flatten)]
     pub nats: NatsArgs,
 
+    #[command(flatten)]
+    pub shutdown: service::shutdown::ShutdownArgs,
+
     /// Suffix for the OP_RUN stream name and the `mes.op_run` subject prefix (tests, several
     /// deployments on one NATS account). Empty: the standard names.
     #[arg(long, env = "EDGE_NAMESPACE", default_value = "", global = true)]

@@ -168,7 +168,9 @@ pub async fn serve(
     // The relay finishes its batch, so every committed event is either sent or still unsent.
     relay_stop.cancel();
     tracker.wait().await;
-    let _ = nats.flush().await;
+    // With NATS down a flush waits for a reconnect that may never come; whatever it would
+    // have sent is a board notification, not an event (those are in the outbox).
+    let _ = tokio::time::timeout(Duration::from_secs(1), nats.flush()).await;
     pool.close().await;
     info!("stopped");
     result

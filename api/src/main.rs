@@ -9,7 +9,21 @@ async fn main() -> anyhow::Result<()> {
     // SIGTERM (Kubernetes, systemd) and Ctrl-C stop the API cleanly: in-flight requests finish,
     // the relay completes its batch.
     let shutdown = service::shutdown::on_signal();
-    mes_api::run(config, shutdown)
+    let grace = config.shutdown.grace();
+    let database_url = config.database_url.clone();
+    match service::shutdown::within_grace(mes_api::run(config, shutdown.clone()), shutdown, grace)
         .await
-        .context("mes-api failed")
+    {
+        Some(result) => result.context("mes-api failed"),
+        None => {
+            let unsent = mes_api::relay::unsent_events(&database_url).await;
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                unsent_events = ?unsent,
+                "shutdown deadline reached: events left in the outbox are published after the \
+                 next start"
+            );
+            Ok(())
+        }
+    }
 }

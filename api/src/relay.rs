@@ -198,6 +198,22 @@ pub async fn backlog(pool: &PgPool) -> Result<(i64, f64), sqlx::Error> {
     .await
 }
 
+/// Unsent events, read on a connection of its own within a second (for the log at a shutdown
+/// deadline, when the pool may be stuck); `None` when the database does not answer in time.
+pub async fn unsent_events(database_url: &str) -> Option<i64> {
+    use sqlx::Connection;
+    tokio::time::timeout(Duration::from_secs(1), async {
+        let mut conn = sqlx::PgConnection::connect(database_url).await.ok()?;
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+            .fetch_one(&mut conn)
+            .await
+            .ok()
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 /// Runs the relay until `shutdown`: stream setup (retried), then batches as events arrive.
 pub async fn run(
     pool: PgPool,

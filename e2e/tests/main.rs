@@ -8,4 +8,5 @@ mod bus_buffer;
 mod faults;
 mod inputs;
 mod pipeline;
+mod shutdown;
 mod support;

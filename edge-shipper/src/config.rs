@@ -38,6 +38,9 @@ pub struct Config {
     #[command(flatten)]
     pub nats: NatsArgs,
 
+    #[command(flatten)]
+    pub shutdown: service::shutdown::ShutdownArgs,
+
     /// Isolated stream and subject names (`READINGS_<tag>`, `edge.readings_<tag>.>`), for tests
     /// and benchmarks on a shared server.
     #[arg(long, env = "EDGE_NAMESPACE")]

@@ -10,7 +10,22 @@ async fn main() -> anyhow::Result<()> {
     service::telemetry::init(config.log_format);
     // SIGTERM and Ctrl-C: publishes in flight are acknowledged and checkpointed before exit.
     let shutdown = service::shutdown::on_signal();
-    edge_shipper::run(config, shutdown)
-        .await
-        .context("edge-shipper failed")
+    let grace = config.shutdown.grace();
+    match service::shutdown::within_grace(
+        edge_shipper::run(config, shutdown.clone()),
+        shutdown,
+        grace,
+    )
+    .await
+    {
+        Some(result) => result.context("edge-shipper failed"),
+        None => {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "shutdown deadline reached: lines not acknowledged stay behind the checkpoint \
+                 and are sent after the next start"
+            );
+            Ok(())
+        }
+    }
 }

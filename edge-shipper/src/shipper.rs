@@ -28,7 +28,8 @@ use crate::tailer::{TailEvent, Tailer};
 /// Batches of tailer events waiting for the publisher (each at most about 1 MiB of chunks).
 const CHANNEL_CAPACITY: usize = 2;
 /// How long shutdown waits for messages in flight to be acknowledged.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+/// Time kept back from `--shutdown-timeout-secs` for the final checkpoint write.
+pub const CHECKPOINT_MARGIN: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShipperError {
@@ -47,7 +48,8 @@ pub enum ShipperError {
 }
 
 /// Ships until `shutdown` fires (or, with `--until-caught-up`, until everything is shipped),
-/// then waits up to [`SHUTDOWN_GRACE`] for acks and persists the checkpoint.
+/// then waits for acks until [`CHECKPOINT_MARGIN`] before `--shutdown-timeout-secs` and persists
+/// the checkpoint.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ShipperError> {
     config.validate()?;
     if let Some(addr) = config.metrics_addr {
@@ -144,10 +146,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Ship
                 pipeline.acked(&msg, duplicate);
             }
         };
-        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        let wait = config
+            .shutdown
+            .grace()
+            .saturating_sub(CHECKPOINT_MARGIN)
+            .max(Duration::from_millis(200));
+        if tokio::time::timeout(wait, drain).await.is_err() {
             warn!(
                 unacked = pipeline.in_flight.len(),
-                "acks still missing at exit; those messages are re-sent on restart"
+                unacked_bytes = pipeline.in_flight_bytes,
+                "acks still missing at the shutdown deadline; those lines stay behind the checkpoint and are sent again after the next start"
             );
         }
     }

@@ -18,6 +18,9 @@ pub struct Config {
     #[command(flatten)]
     pub nats: NatsArgs,
 
+    #[command(flatten)]
+    pub shutdown: service::shutdown::ShutdownArgs,
+
     /// PostgreSQL URL. The database is created if it does not exist; migrations are applied at
     /// start (safe with several workers starting at once).
     #[arg(

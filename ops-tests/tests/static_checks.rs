@@ -613,3 +613,66 @@ fn kubernetes_overlays_render_and_validate_offline() {
         }
     }
 }
+
+/// The orchestrators kill a service only after its own shutdown bound (issue 18): Kubernetes'
+/// `terminationGracePeriodSeconds`, compose's `stop_grace_period` and systemd's `TimeoutStopSec`
+/// exceed the `SHUTDOWN_TIMEOUT_SECS` the service is given, by a few seconds for exit itself.
+#[test]
+fn kill_timeouts_leave_room_for_the_shutdown_bound() {
+    let agrees = |what: &str, bound: u64, kill: u64| {
+        assert!(
+            kill >= bound + 2 && kill <= bound + 30,
+            "{what}: killed after {kill} s, shutdown bound {bound} s"
+        );
+    };
+    for file in ["ingest-worker.yaml", "mes-api.yaml"] {
+        let docs = yaml_file(&root().join("deploy/k8s/base").join(file));
+        let deployment = docs
+            .iter()
+            .find(|d| d["kind"] == "Deployment")
+            .unwrap_or_else(|| panic!("{file}: no Deployment"));
+        let spec = &deployment["spec"]["template"]["spec"];
+        let kill = spec["terminationGracePeriodSeconds"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{file}: terminationGracePeriodSeconds"));
+        let env = spec["containers"][0]["env"].as_sequence().expect("env");
+        let bound: u64 = env
+            .iter()
+            .find(|e| e["name"] == "SHUTDOWN_TIMEOUT_SECS")
+            .and_then(|e| e["value"].as_str())
+            .unwrap_or_else(|| panic!("{file}: SHUTDOWN_TIMEOUT_SECS"))
+            .parse()
+            .unwrap();
+        agrees(file, bound, kill);
+    }
+
+    let compose = &yaml_file(&root().join("deploy/compose.yaml"))[0];
+    for service in ["mes-api", "ingest-worker", "edge-shipper"] {
+        let s = &compose["services"][service];
+        let grace = s["stop_grace_period"]
+            .as_str()
+            .unwrap_or_else(|| panic!("compose {service}: stop_grace_period"));
+        let kill: u64 = grace.trim_end_matches('s').parse().unwrap();
+        let bound: u64 = s["environment"]["SHUTDOWN_TIMEOUT_SECS"]
+            .as_str()
+            .unwrap_or_else(|| panic!("compose {service}: SHUTDOWN_TIMEOUT_SECS"))
+            .parse()
+            .unwrap();
+        agrees(&format!("compose {service}"), bound, kill);
+    }
+
+    let unit = std::fs::read_to_string(root().join("deploy/edge/edge-shipper.service")).unwrap();
+    let value = |key: &str| -> u64 {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("edge-shipper.service: {key}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    agrees(
+        "edge-shipper.service",
+        value("Environment=SHUTDOWN_TIMEOUT_SECS="),
+        value("TimeoutStopSec="),
+    );
+}

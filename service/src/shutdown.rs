@@ -1,6 +1,9 @@
 //! Clean shutdown: SIGTERM (Kubernetes, systemd, docker stop) and Ctrl-C cancel one token that
 //! every task of a binary watches.
 
+use std::future::Future;
+use std::time::Duration;
+
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -39,4 +42,83 @@ pub async fn cancel_on_signal(token: CancellationToken) {
         () = term => info!("sigterm received; shutting down"),
     }
     token.cancel();
+}
+
+/// How long a binary may take to stop after SIGTERM, whatever server is down.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct ShutdownArgs {
+    /// Seconds from SIGTERM/Ctrl-C to exit at the most. Work not finished by then is abandoned
+    /// safely: what was not acknowledged is sent or delivered again after the next start. Keep
+    /// it below the orchestrator's kill timeout (Kubernetes terminationGracePeriodSeconds,
+    /// systemd TimeoutStopSec, compose stop_grace_period).
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub shutdown_timeout_secs: u64,
+}
+
+impl ShutdownArgs {
+    pub fn grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}
+
+impl Default for ShutdownArgs {
+    fn default() -> Self {
+        Self {
+            shutdown_timeout_secs: 10,
+        }
+    }
+}
+
+/// Runs `work` to its end, but no longer than `grace` after `token` is cancelled: `None` when
+/// the deadline came first (the caller logs what it abandons and exits).
+pub async fn within_grace<T>(
+    work: impl Future<Output = T>,
+    token: CancellationToken,
+    grace: Duration,
+) -> Option<T> {
+    let deadline = async move {
+        token.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        biased;
+        r = work => Some(r),
+        () = deadline => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn work_that_ends_in_time_returns_its_result() {
+        let token = CancellationToken::new();
+        token.cancel();
+        let r = within_grace(
+            async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                7
+            },
+            token,
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(r, Some(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_that_hangs_after_the_signal_is_abandoned_at_the_deadline() {
+        let token = CancellationToken::new();
+        let started = tokio::time::Instant::now();
+        let cancel = token.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(100)).await;
+            cancel.cancel();
+        });
+        let r = within_grace(std::future::pending::<()>(), token, Duration::from_secs(10)).await;
+        assert_eq!(r, None);
+        assert_eq!(started.elapsed(), Duration::from_secs(110));
+    }
 }
