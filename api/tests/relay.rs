@@ -85,12 +85,12 @@ async fn consume_all(url: &str, names: &OpRunNames) -> Vec<(String, String, RunE
     }
 }
 
-#[tokio::test]
-async fn events_wait_in_the_outbox_while_nats_is_down_and_arrive_once_in_order() {
-    let t = db().await;
-    let app = app(&t.pool);
-    let mut nats = NatsServer::start().await.unwrap();
-    let names = OpRunNames::isolated(&t.name);
+/// One relay on a client that keeps reconnecting (as mes-api's), and the token that stops it.
+async fn spawn_relay(
+    pool: &PgPool,
+    nats: &NatsServer,
+    names: &OpRunNames,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let client = async_nats::ConnectOptions::new()
         .retry_on_initial_connect()
         .max_reconnects(None)
@@ -98,13 +98,23 @@ async fn events_wait_in_the_outbox_while_nats_is_down_and_arrive_once_in_order()
         .await
         .unwrap();
     let stop = CancellationToken::new();
-    let relay_task = tokio::spawn(relay::run(
-        t.pool.clone(),
+    let task = tokio::spawn(relay::run(
+        pool.clone(),
         client,
-        settings(&names),
+        settings(names),
         Default::default(),
         stop.clone(),
     ));
+    (stop, task)
+}
+
+#[tokio::test]
+async fn events_wait_in_the_outbox_while_nats_is_down_and_arrive_once_in_order() {
+    let t = db().await;
+    let app = app(&t.pool);
+    let mut nats = NatsServer::start().await.unwrap();
+    let names = OpRunNames::isolated(&t.name);
+    let (stop, relay_task) = spawn_relay(&t.pool, &nats, &names).await;
 
     let id = start_run(&app, json!({"work_order_id":"WO1","operation_id":"OP10","resource_id":"SMT 01.a","ideal_cycle_time_s":1.0})).await;
     for _ in 0..3 {
@@ -281,20 +291,7 @@ async fn events_wait_in_the_outbox_while_the_servers_store_is_full() {
         .await
         .unwrap();
     let names = OpRunNames::isolated(&t.name);
-    let client = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connect(nats.url())
-        .await
-        .unwrap();
-    let stop = CancellationToken::new();
-    let relay_task = tokio::spawn(relay::run(
-        t.pool.clone(),
-        client,
-        settings(&names),
-        Default::default(),
-        stop.clone(),
-    ));
+    let (stop, relay_task) = spawn_relay(&t.pool, &nats, &names).await;
     let id = start_run(
         &app,
         json!({"work_order_id":"WO1","operation_id":"OP10","resource_id":"R1"}),

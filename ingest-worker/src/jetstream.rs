@@ -149,6 +149,23 @@ fn consumer_config(names: &Names, config: &Config) -> pull::Config {
     }
 }
 
+async fn get_stream(js: &Context, name: &str) -> Result<stream::Stream, SetupError> {
+    js.get_stream(name)
+        .await
+        .map_err(|source| SetupError::GetStream {
+            name: name.to_owned(),
+            source,
+        })
+}
+
+async fn update_stream(js: &Context, cfg: stream::Config) -> Result<(), SetupError> {
+    let name = cfg.name.clone();
+    js.update_stream(cfg)
+        .await
+        .map(|_| ())
+        .map_err(|source| SetupError::UpdateStream { name, source })
+}
+
 /// The stream does not exist (as opposed to NATS being unreachable).
 pub(crate) fn is_not_found(e: &jetstream::context::GetStreamError) -> bool {
     matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(err)
@@ -232,13 +249,7 @@ async fn apply(
     current: Option<&stream::Config>,
 ) -> Result<PullConsumer, SetupError> {
     let name = &names.readings_stream;
-    let stream = js
-        .get_stream(name)
-        .await
-        .map_err(|source| SetupError::GetStream {
-            name: name.clone(),
-            source,
-        })?;
+    let stream = get_stream(js, name).await?;
     let consumer = stream
         .get_or_create_consumer(&names.consumer, consumer_config(names, config))
         .await
@@ -250,12 +261,7 @@ async fn apply(
     if let Some(current) = current {
         cfg.sources = current.sources.clone();
     }
-    js.update_stream(cfg)
-        .await
-        .map_err(|source| SetupError::UpdateStream {
-            name: name.clone(),
-            source,
-        })?;
+    update_stream(js, cfg).await?;
     info!(stream = %name, consumer = %names.consumer, retention = "workqueue", "stream and durable consumer ready");
     Ok(consumer)
 }
@@ -280,22 +286,11 @@ async fn seal(
         warn!(stream = %name, retention = ?current.retention, "stream made by an earlier version keeps what was loaded: \
               sealing it, loading what it holds, then replacing it with a work-queue stream; shippers wait meanwhile");
         current.sealed = true;
-        js.update_stream(current)
-            .await
-            .map_err(|source| SetupError::UpdateStream {
-                name: name.clone(),
-                source,
-            })?;
+        update_stream(js, current).await?;
     } else {
         warn!(stream = %name, "stream of an earlier version is sealed (an upgrade was under way): loading what it holds");
     }
-    let stream = js
-        .get_stream(name)
-        .await
-        .map_err(|source| SetupError::GetStream {
-            name: name.clone(),
-            source,
-        })?;
+    let stream = get_stream(js, name).await?;
     // The old consumer has a filter and its own ack floor: keep it if it is there, so nothing
     // loaded is delivered again (the ledger would skip it anyway).
     let mut old = consumer_config(names, config);
