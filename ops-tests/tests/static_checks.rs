@@ -3,8 +3,8 @@
 //!
 //! Tools: `nats-server`, `systemd-analyze`, `kubectl` (kustomize), and `kubernetes-validate` /
 //! `check-jsonschema` from `target/ops-tools/venv` — `.ci/tools.sh` installs what is missing. A
-//! check whose tool is not installed is skipped with a message saying so; every other check runs
-//! without tools.
+//! check whose tool is not installed fails naming the install command, unless
+//! `EDGE_MES_SKIP_MISSING_TOOLS=1` says to skip it (CI never sets it).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -31,9 +31,29 @@ pub fn tool(name: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     });
     if found.is_none() {
-        eprintln!("SKIPPED: `{name}` is not installed (run .ci/tools.sh)");
+        let install = install_hint(name);
+        if std::env::var_os(SKIP_MISSING_TOOLS).is_some_and(|v| v == "1") {
+            eprintln!("SKIPPED ({SKIP_MISSING_TOOLS}=1): `{name}` is not installed; {install}");
+        } else {
+            panic!(
+                "`{name}` is not installed: {install} (or set {SKIP_MISSING_TOOLS}=1 to skip \
+                 the checks that need it; CI never does)"
+            );
+        }
     }
     found
+}
+
+/// Explicit opt-out for a machine without the checkers: their checks are skipped, loudly.
+const SKIP_MISSING_TOOLS: &str = "EDGE_MES_SKIP_MISSING_TOOLS";
+
+fn install_hint(name: &str) -> &'static str {
+    match name {
+        "nats-server" => "apt-get install nats-server, or run .ci/tools.sh",
+        "systemd-analyze" => "apt-get install systemd, or run .ci/tools.sh",
+        "kubectl" => "run .ci/tools.sh (kubectl, or Debian's kubernetes-client)",
+        _ => "run .ci/tools.sh (pip install into target/ops-tools/venv)",
+    }
 }
 
 fn run(cmd: &mut Command) -> Output {
