@@ -180,6 +180,12 @@ async fn worker_stopped_until_the_stream_is_full_then_restarted_loads_everything
     sigterm(&worker);
     assert!(worker.wait().await.unwrap().success());
     assert_eq!(stack.landed().await, without_blanks(&expected));
+    eprintln!(
+        "full stream, worker restarted: {} lines ({} valid) landed exactly once; the stream held {} bytes of a {LIMIT}-byte limit while full",
+        expected.lines(),
+        expected.valid,
+        held.bytes
+    );
     assert_eq!(
         stream_state(&js, &names.readings_stream)
             .await
@@ -261,6 +267,12 @@ async fn limits_stream_of_an_earlier_version_is_upgraded_without_loss_or_doubles
         "the new stream frees what was loaded"
     );
     assert_eq!(stack.landed().await, without_blanks(&expected));
+    eprintln!(
+        "upgrade: {} lines ({} valid) landed exactly once; {} messages were in the old stream",
+        expected.lines(),
+        expected.valid,
+        before.messages
+    );
 }
 
 /// A site gateway (its own JetStream domain, a work-queue buffer stream) behind a leaf-node
@@ -500,6 +512,11 @@ async fn site_gateway_frees_what_was_sourced_and_holds_through_a_full_center_and
     sigterm(&worker);
     assert!(worker.wait().await.unwrap().success());
     assert_eq!(stack.landed().await, without_blanks(&expected));
+    eprintln!(
+        "gateway: {} lines ({} valid) landed exactly once through a {SITE_LIMIT}-byte gateway and a {CENTRAL_LIMIT}-byte central stream",
+        expected.lines(),
+        expected.valid
+    );
     // The gateway learns that the central stream stored a message from the sourcing consumer's
     // flow-control acknowledgements, which follow within a heartbeat or so.
     assert!(
