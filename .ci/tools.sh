@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Installs the tools the static checks of ops-tests use (cargo test -p edge-mes-ops-tests):
+# Installs what the tests need (run by ./test.sh). PostgreSQL's server binaries (initdb,
+# postgres) for the tests' private servers (Debian: postgresql), and the tools the static checks
+# of ops-tests use (cargo test -p edge-mes-ops-tests):
 #   nats-server        `nats-server -t` on every NATS config         (Debian: nats-server)
 #   systemd-analyze    `systemd-analyze verify` on the edge unit      (Debian: systemd)
 #   kubectl            `kubectl kustomize` renders the overlays       (on the machine image; else Debian)
@@ -17,6 +19,10 @@ cd "$(dirname "$0")/.."
 
 missing=()
 command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
+# The tests run initdb/postgres from `pg_config --bindir` (Debian: the server package).
+if ! command -v pg_config >/dev/null 2>&1 || [ ! -x "$(pg_config --bindir)/initdb" ]; then
+  missing+=(postgresql libpq-dev)
+fi
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if ! command -v kubectl >/dev/null 2>&1; then
