@@ -1,5 +1,6 @@
 //! `edge-mes-bench`: see the library docs and `edge-mes-bench --help`.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -15,6 +16,8 @@ async fn main() -> ExitCode {
             // connections ended by DROP DATABASE ... WITH (FORCE).
             EnvFilter::new("info,sqlx::query=error,sqlx_core::pool=error")
         }))
+        // Plain text when the report goes to a file or CI's log.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     let command = command_line();
