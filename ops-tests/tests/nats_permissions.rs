@@ -1,8 +1,9 @@
-//! The production NATS config (nats/production/nats-server.conf) lets every component do its job
-//! with its own user and permissions, and no more. Each user makes the JetStream calls its
-//! component makes (same client library, same calls, the stream definitions of nats/streams/):
-//! the worker creates READINGS, READINGS_DLQ and the durable consumer `ingest`, pulls, acks and
-//! dead-letters; the shipper publishes readings; mes-api creates OP_RUN and publishes run events;
+//! The production NATS config (nats/production/nats-server.conf) and the Kubernetes Helm values
+//! (deploy/k8s/helm/nats-values.yaml) let every component do its job with its own user and
+//! permissions, and no more. Each user makes the JetStream calls its component makes (same client
+//! library, same calls, the stream definitions of nats/streams/): the worker runs its own stream
+//! setup (READINGS, READINGS_DLQ, the durable consumer `ingest`, and the upgrade of a READINGS of
+//! an earlier version: seal, consumer state, delete, create), pulls, acks and dead-letters; the shipper publishes readings; mes-api creates OP_RUN and publishes run events;
 //! the MES reads them with its own durable consumer. The shipper and the MES cannot publish run
 //! events, mes-api cannot publish readings, the shipper cannot create streams.
 //!
@@ -14,7 +15,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, Consumer};
+use async_nats::jetstream::consumer::{pull, Consumer};
 use async_nats::jetstream::{self, Context, Message};
 use futures::StreamExt;
 use protocol::streams;
@@ -34,6 +35,7 @@ struct ProductionNats {
 }
 
 impl ProductionNats {
+    /// nats/production/nats-server.conf, its addresses and store moved to this machine.
     async fn start(nats: &Path) -> ProductionNats {
         let conf = std::fs::read_to_string(
             testkit::bins::workspace_root().join("nats/production/nats-server.conf"),
@@ -59,11 +61,47 @@ impl ProductionNats {
             local, conf,
             "the production config's addresses changed: update this test"
         );
+        Self::launch(nats, &local, &conf, dir, port).await
+    }
+
+    /// The accounts and users of the Helm values (config.merge), with the passwords filled in.
+    async fn start_helm(nats: &Path) -> ProductionNats {
+        let values = std::fs::read_to_string(
+            testkit::bins::workspace_root().join("deploy/k8s/helm/nats-values.yaml"),
+        )
+        .unwrap();
+        let values: serde_json::Value = serde_yaml::from_str(&values).unwrap();
+        let mut accounts = values["config"]["merge"]["accounts"].clone();
+        fill_passwords(&mut accounts);
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_addr().unwrap().port();
+        let conf = serde_json::json!({
+            "listen": format!("127.0.0.1:{port}"),
+            "max_payload": values["config"]["merge"]["max_payload"],
+            "jetstream": {
+                "store_dir": dir.path().join("js").display().to_string(),
+                "domain": values["config"]["jetstream"]["merge"]["domain"],
+            },
+            "accounts": accounts,
+            "system_account": values["config"]["merge"]["system_account"],
+        });
+        let text = serde_json::to_string_pretty(&conf).unwrap();
+        Self::launch(nats, &text, "", dir, port).await
+    }
+
+    async fn launch(
+        nats: &Path,
+        local: &str,
+        original: &str,
+        dir: tempfile::TempDir,
+        port: u16,
+    ) -> ProductionNats {
+        let conf = original;
         let file = dir.path().join("nats-server.conf");
         std::fs::write(&file, local).unwrap();
         let mut cmd = Command::new(nats);
         cmd.arg("-c").arg(&file);
-        for var in nats_config_env(&conf) {
+        for var in nats_config_env(conf) {
             let value = match var
                 .strip_prefix("NATS_")
                 .and_then(|v| v.strip_suffix("_PASSWORD"))
@@ -101,6 +139,26 @@ impl ProductionNats {
     }
 }
 
+/// `<< $NATS_API_PASSWORD >>` (the chart's environment reference) → the test's password of `api`.
+fn fill_passwords(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => {
+            if let Some(user) = s
+                .trim_start_matches("<<")
+                .trim_end_matches(">>")
+                .trim()
+                .strip_prefix("$NATS_")
+                .and_then(|u| u.strip_suffix("_PASSWORD"))
+            {
+                *s = password(&user.to_ascii_lowercase());
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(fill_passwords),
+        serde_json::Value::Object(map) => map.values_mut().for_each(fill_passwords),
+        _ => {}
+    }
+}
+
 fn password(user: &str) -> String {
     assert!(USERS.contains(&user), "unknown user {user}");
     format!("pw-{user}-test")
@@ -130,32 +188,51 @@ async fn production_permissions_let_each_component_do_its_job_and_no_more() {
     let Some(nats_server) = tool("nats-server") else {
         return;
     };
-    let nats = ProductionNats::start(&nats_server).await;
+    each_component_does_its_job_and_no_more(ProductionNats::start(&nats_server).await).await;
+}
 
+#[tokio::test]
+async fn helm_values_permissions_let_each_component_do_its_job_and_no_more() {
+    let Some(nats_server) = tool("nats-server") else {
+        return;
+    };
+    each_component_does_its_job_and_no_more(ProductionNats::start_helm(&nats_server).await).await;
+}
+
+/// ingest-worker's own stream setup, as the worker user: first the upgrade of a READINGS made by
+/// an earlier version (limits retention), then the setup of every later start.
+async fn worker_setup(worker: &Context) -> Consumer<pull::Config> {
+    let names = protocol::Names::default();
+    let config = ingest_worker::Config::for_urls("nats://unused", "postgres://unused");
+    let mut old = stream_file("READINGS.json");
+    old.retention = async_nats::jetstream::stream::RetentionPolicy::Limits;
+    worker
+        .create_stream(old)
+        .await
+        .unwrap_or_else(|e| panic!("worker cannot create READINGS: {e}"));
+    let found = ingest_worker::jetstream::ensure(worker, &names, &config)
+        .await
+        .unwrap_or_else(|e| panic!("worker cannot set up (seal) its streams: {e}"));
+    assert!(
+        matches!(found, ingest_worker::jetstream::Readings::Sealed(_)),
+        "the limits stream is sealed for the upgrade"
+    );
+    ingest_worker::jetstream::replace_drained(worker, &names, &config)
+        .await
+        .unwrap_or_else(|e| panic!("worker cannot replace the drained stream: {e}"));
+    match ingest_worker::jetstream::ensure(worker, &names, &config)
+        .await
+        .unwrap_or_else(|e| panic!("worker cannot set up its streams: {e}"))
+    {
+        ingest_worker::jetstream::Readings::Ready(consumer) => consumer,
+        ingest_worker::jetstream::Readings::Sealed(_) => panic!("still sealed after the upgrade"),
+    }
+}
+
+async fn each_component_does_its_job_and_no_more(nats: ProductionNats) {
     // ingest-worker's setup (ingest-worker/src/jetstream.rs).
     let worker = nats.connect("worker").await;
-    for file in ["READINGS.json", "READINGS_DLQ.json"] {
-        worker
-            .create_or_update_stream(stream_file(file))
-            .await
-            .unwrap_or_else(|e| panic!("worker cannot create {file}: {e}"));
-    }
-    let consumer = worker
-        .get_stream(streams::READINGS_STREAM)
-        .await
-        .unwrap()
-        .get_or_create_consumer(
-            streams::INGEST_CONSUMER,
-            pull::Config {
-                durable_name: Some(streams::INGEST_CONSUMER.into()),
-                ack_policy: AckPolicy::Explicit,
-                max_deliver: -1,
-                filter_subject: streams::READINGS_SUBJECTS.into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("worker cannot create the consumer: {e}"));
+    let consumer = worker_setup(&worker).await;
 
     // edge-shipper publishes; the worker pulls, acks and dead-letters.
     let shipper = nats.connect("shipper").await;
