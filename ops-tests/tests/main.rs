@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod dashboards;
+mod flag_tables;
 mod grafana;
 mod loaded_stack;
 mod nats_permissions;
