@@ -9,4 +9,5 @@ mod faults;
 mod inputs;
 mod pipeline;
 mod shutdown;
+mod simulator;
 mod support;

@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 use chrono::{TimeZone, Utc};
 use testkit::data::{Expected, ReadingGen};
 use testkit::{NatsHandle, NatsServer, PgHandle, PgServer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Child;
 
-use crate::support::{eventually, sigterm, without_blanks, Stack};
+use crate::support::{api_ready, eventually, post, sigterm, without_blanks, Stack};
 
 /// The bound the tests give the binaries, and the slack allowed on top (process start-up of a
 /// debug build, the test's own polling).
@@ -142,60 +141,11 @@ async fn shipper_with_unsent_lines_stops_in_time_with_nats_down_and_loses_nothin
     assert_eq!(stack.landed().await, without_blanks(&expected));
 }
 
-/// `mes-api` on a free port of this stack's servers.
-fn api(stack: &Stack, port: u16) -> tokio::process::Command {
-    let mut c = tokio::process::Command::new(testkit::bins::bin_path("mes-api").unwrap());
-    c.env("NATS_URL", stack.nats.url())
-        .env("DATABASE_URL", &stack.db_url)
-        .env("EDGE_NAMESPACE", &stack.tag)
-        .env("API_LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .args(grace())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
-        .kill_on_drop(true);
-    c
-}
-
-/// A JSON POST over a plain HTTP/1.0 connection; the status and body.
-async fn post(port: u16, path: &str, body: &str) -> (u16, String) {
-    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let req = format!(
-        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    conn.write_all(req.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    conn.read_to_string(&mut answer).await.unwrap();
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-async fn api_ready(port: u16) -> bool {
-    eventually(Duration::from_secs(60), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-    })
-    .await
-}
-
 #[tokio::test]
 async fn api_stops_in_time_with_nats_or_postgres_down_and_every_event_arrives_once() {
     let mut stack = private_stack().await;
     let port = testkit::nats::free_port().unwrap();
-    let mut server = api(&stack, port).spawn().unwrap();
+    let mut server = stack.api(port, &grace()).spawn().unwrap();
     assert!(api_ready(port).await, "mes-api listens");
     let (status, body) = post(
         port,
@@ -221,14 +171,14 @@ async fn api_stops_in_time_with_nats_or_postgres_down_and_every_event_arrives_on
     nats(&mut stack).restart().await.unwrap();
 
     // PostgreSQL down.
-    let mut server = api(&stack, port).spawn().unwrap();
+    let mut server = stack.api(port, &grace()).spawn().unwrap();
     assert!(api_ready(port).await, "mes-api listens again");
     pg(&mut stack).stop().await.unwrap();
     stop_within_bound("mes-api (PostgreSQL down)", &mut server).await;
     pg(&mut stack).restart().await.unwrap();
 
     // Back: every event (start + 5 reports) reaches OP_RUN once.
-    let mut server = api(&stack, port).spawn().unwrap();
+    let mut server = stack.api(port, &grace()).spawn().unwrap();
     assert!(api_ready(port).await);
     let pool = stack.pool().await;
     assert!(

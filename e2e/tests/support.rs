@@ -7,6 +7,7 @@ use protocol::RejectReason;
 use sqlx::PgPool;
 use testkit::data::Expected;
 use testkit::{NatsHandle, PgHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 pub const SITE: &str = "BKK";
@@ -78,6 +79,25 @@ impl Stack {
 
     pub fn state_dir(&self, box_id: &str) -> PathBuf {
         self.dir.path().join("state").join(box_id)
+    }
+
+    /// `mes-api` listening on `127.0.0.1:<port>`.
+    pub fn api(&self, port: u16, extra: &[&str]) -> Command {
+        let mut c = self.command("mes-api");
+        c.env("API_LISTEN", format!("127.0.0.1:{port}")).args(extra);
+        c
+    }
+
+    /// The line simulator writing into `<dir>/<box_id>/` and driving runs through mes-api on
+    /// `api_port`, ten times faster than its defaults.
+    pub fn simulator(&self, box_id: &str, api_port: u16, extra: &[&str]) -> Command {
+        let mut c = self.command("edge-mes-sim");
+        c.arg("--hot-dir")
+            .arg(self.box_dir(box_id))
+            .args(["--api-addr", &format!("127.0.0.1:{api_port}")])
+            .args(["--tick-ms", "100", "--report-every-secs", "1"])
+            .args(extra);
+        c
     }
 
     pub fn worker(&self, extra: &[&str]) -> Command {
@@ -201,4 +221,37 @@ where
 
 pub fn copy_into(src: &Path, dst: &Path) {
     std::fs::copy(src, dst).unwrap();
+}
+
+/// A JSON POST over a plain HTTP/1.0 connection; the status and body.
+pub async fn post(port: u16, path: &str, body: &str) -> (u16, String) {
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.unwrap();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+pub async fn api_ready(port: u16) -> bool {
+    eventually(Duration::from_secs(60), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await
 }
