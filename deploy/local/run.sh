@@ -1,40 +1,91 @@
 #!/usr/bin/env bash
-# Runs the pipeline once on the sample data, without Docker:
-#   local PostgreSQL and nats-server (started if missing) → ingest-worker (creates the database,
-#   applies migrations, creates the streams) → edge-shipper ships hotdata/*.jsonl until caught up →
-#   the worker loads everything and exits when idle → a summary of what landed.
-# Environment: NATS_URL, DATABASE_URL (defaults: the local services, database edge_mes),
-# EDGE_WATCH (default ./hotdata/*.jsonl).
+# Runs the whole live system in the foreground, without Docker, until Ctrl-C:
+#   local PostgreSQL and nats-server (reused, or started: deploy/local/services.sh)
+#   ingest-worker   creates the database, applies migrations, creates the streams, loads readings
+#   mes-api         REST, the board, OpenAPI, metrics on http://127.0.0.1:8000
+#   edge-shipper    ships the seed's sample (hotdata/*.jsonl) once, then tails the simulated line
+#   edge-mes-sim    a simulated line: live readings of SMT01, SMT02, AOI01 and production runs
+#                   driven through mes-api (counts every few seconds, breakdowns, shift changes)
+# Ctrl-C (or SIGTERM) stops everything it started, each within its shutdown bound. A second start
+# reuses the database, the shippers' checkpoints and the active runs: nothing is loaded twice.
+# Environment: NATS_URL, DATABASE_URL (default: the local services, database edge_mes),
+# API_LISTEN (default 127.0.0.1:8000), EDGE_MES_STATE (default ./.state).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-deploy/local/services.sh
-cargo build --release -p edge-shipper -p ingest-worker
-
 export NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/edge_mes}"
-watch="${EDGE_WATCH:-./hotdata/*.jsonl}"
-mkdir -p .state
+export API_LISTEN="${API_LISTEN:-127.0.0.1:8000}"
+state="${EDGE_MES_STATE:-./.state}"
+logs="$state/logs"
+mkdir -p "$logs"
 
-target/release/ingest-worker --until-idle 5 &
-worker=$!
-trap 'kill "$worker" 2>/dev/null || true' EXIT
+deploy/local/services.sh
+echo "run: building (release; the first build takes a few minutes)"
+cargo build --release -q -p ingest-worker -p mes-api -p edge-shipper -p edge-mes-sim
 
-target/release/edge-shipper --watch "$watch" --state-dir .state/edge-shipper \
-  --site BKK --box-id edge-01 --until-caught-up
-wait "$worker"
-trap - EXIT
+pids=()
+stop_all() {
+  trap - INT TERM EXIT
+  echo
+  echo "run: stopping"
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  echo "run: stopped; logs in $logs"
+}
+trap 'stop_all; exit 130' INT
+trap 'stop_all; exit 143' TERM
+trap stop_all EXIT
 
-psql "$DATABASE_URL" -X -q -c "
-  SELECT resource_id, sensor, count(*) AS readings, min(ts) AS first, max(ts) AS last
-  FROM readings GROUP BY 1, 2 ORDER BY 1, 2;" \
-  -c "SELECT reason, count(*) AS rejected_lines FROM rejected_readings GROUP BY 1 ORDER BY 1;"
+start() { # name, then the command; its log goes to $logs/<name>.log (plain text)
+  local name=$1
+  shift
+  "$@" >>"$logs/$name.log" 2>&1 &
+  pids+=("$!")
+}
+
+wait_http() { # url, what
+  for _ in $(seq 1 300); do
+    if (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; then return 0; fi
+    sleep 0.2
+  done
+  echo "run: $2 did not come up; see $logs" >&2
+  exit 1
+}
+
+start ingest-worker target/release/ingest-worker
+start mes-api target/release/mes-api
+wait_http "$API_LISTEN" "mes-api"
+# The seed's sample once (10 minutes of SMT01 in 2025; same box and state as earlier versions of
+# this script, so it is never loaded twice), then the live line.
+target/release/edge-shipper --watch './hotdata/*.jsonl' --state-dir "$state/edge-shipper" \
+  --site BKK --box-id edge-01 --until-caught-up >>"$logs/edge-shipper-sample.log" 2>&1
+start edge-mes-sim target/release/edge-mes-sim --hot-dir "$state/sim/hotdata" \
+  --api-addr "$API_LISTEN"
+start edge-shipper target/release/edge-shipper --watch "$state/sim/hotdata/*.jsonl" \
+  --state-dir "$state/edge-shipper-line" --site BKK --box-id line-1
 
 cat <<TXT
-Done. The rows are in $DATABASE_URL:
-  psql "$DATABASE_URL" -c "SELECT * FROM readings ORDER BY ts DESC LIMIT 10"
-  psql "$DATABASE_URL" -c "SELECT reason, detail, line FROM rejected_readings LIMIT 10"
-Run it again: nothing is loaded twice (the shipper resumes from .state/edge-shipper; the worker's
-ledger drops anything already loaded). Drop more JSONL into hotdata/ and rerun, or run the two
-binaries without --until-caught-up / --until-idle to keep tailing.
+
+edge-mes is running (Ctrl-C stops it):
+  board     http://$API_LISTEN/board
+  API       http://$API_LISTEN/openapi.json   e.g. curl http://$API_LISTEN/op_run/active
+  metrics   http://$API_LISTEN/metrics
+  database  psql "$DATABASE_URL"
+            e.g. SELECT resource_id, shift_name, availability, performance, quality, oee
+                 FROM v_oee_shift_real ORDER BY starts_at DESC, resource_id LIMIT 6;
+  logs      $logs/
+The simulated line writes to $state/sim/hotdata; within a minute the board shows live readings,
+three running runs with counts and the current shift's OEE.
 TXT
+
+# Until Ctrl-C, or until one of the services stops by itself.
+while true; do
+  for pid in "${pids[@]}"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "run: a service stopped (pid $pid); see $logs" >&2
+      exit 1
+    fi
+  done
+  sleep 1
+done
