@@ -341,7 +341,9 @@ fn dockerfile_builds_all_three_binaries_into_a_small_non_root_image() {
         last.lines().next().unwrap()
     );
     assert!(
-        text.contains("cargo build --release --locked -p edge-shipper -p ingest-worker -p mes-api")
+        text.contains(
+            "cargo build --release --locked -p edge-shipper -p ingest-worker -p mes-api -p edge-mes-sim"
+        )
     );
     assert!(
         last.contains("COPY --from="),

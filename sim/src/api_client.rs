@@ -1,6 +1,5 @@
 //! JSON POSTs to mes-api over HTTP/1.1, one connection per request (a few requests a second).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,7 +15,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 pub enum ApiError {
     #[error("cannot reach mes-api at {addr}: {source}")]
     Connect {
-        addr: SocketAddr,
+        addr: String,
         #[source]
         source: std::io::Error,
     },
@@ -32,12 +31,12 @@ pub enum ApiError {
 
 #[derive(Debug, Clone)]
 pub struct ApiClient {
-    addr: SocketAddr,
+    addr: String,
     token: Option<String>,
 }
 
 impl ApiClient {
-    pub fn new(addr: SocketAddr, token: Option<String>) -> Self {
+    pub fn new(addr: String, token: Option<String>) -> Self {
         Self { addr, token }
     }
 
@@ -65,10 +64,10 @@ impl ApiClient {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<serde_json::Value, ApiError> {
-        let stream = tokio::net::TcpStream::connect(self.addr)
+        let stream = tokio::net::TcpStream::connect(self.addr.as_str())
             .await
             .map_err(|source| ApiError::Connect {
-                addr: self.addr,
+                addr: self.addr.clone(),
                 source,
             })?;
         let (mut sender, conn) =
@@ -77,7 +76,7 @@ impl ApiClient {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header(HOST, self.addr.to_string())
+            .header(HOST, self.addr.as_str())
             .header(CONTENT_TYPE, "application/json");
         if let Some(t) = &self.token {
             req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));

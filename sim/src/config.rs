@@ -1,6 +1,5 @@
 //! Command-line and environment configuration.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -44,9 +43,10 @@ pub struct Config {
     #[arg(long, env = "SIM_BAD_LINE_EVERY", default_value_t = 500)]
     pub bad_line_every: u64,
 
-    /// mes-api address (host:port) the production runs are driven through.
+    /// mes-api address (host:port, a name is resolved at every request) the production runs are
+    /// driven through.
     #[arg(long, env = "SIM_API_ADDR", default_value = "127.0.0.1:8000")]
-    pub api_addr: SocketAddr,
+    pub api_addr: String,
 
     /// Only write readings; drive no production runs.
     #[arg(long, env = "SIM_NO_RUNS")]
@@ -86,7 +86,7 @@ mod tests {
         Config::command().debug_assert();
         let c = Config::parse_from(["edge-mes-sim"]);
         assert_eq!(c.resources, ["SMT01", "SMT02", "AOI01"]);
-        assert_eq!(c.api_addr.port(), 8000);
+        assert_eq!(c.api_addr, "127.0.0.1:8000");
         assert!(!c.no_runs);
         assert_eq!(c.time_zone, chrono_tz::Asia::Bangkok);
     }
