@@ -11,7 +11,7 @@ use chrono::{TimeZone, Utc};
 use protocol::Names;
 use testkit::data::{Expected, ReadingGen};
 
-use crate::support::{eventually, sigterm, without_blanks, Stack};
+use crate::support::{eventually, stop_cleanly, without_blanks, Stack};
 
 /// Small enough that a test carries several times the limit in seconds.
 const LIMIT: i64 = 2 * 1024 * 1024;
@@ -104,10 +104,8 @@ async fn carries_three_times_its_size_limit_through_a_running_worker() {
         .await,
         "the stream is empty once everything is loaded"
     );
-    sigterm(&shipper);
-    assert!(shipper.wait().await.unwrap().success());
-    sigterm(&worker);
-    assert!(worker.wait().await.unwrap().success());
+    stop_cleanly(&mut shipper).await;
+    stop_cleanly(&mut worker).await;
     assert_eq!(stack.landed().await, without_blanks(&expected));
     let carried: u64 = stream_state(&js, &names.readings_stream)
         .await
@@ -175,10 +173,8 @@ async fn worker_stopped_until_the_stream_is_full_then_restarted_loads_everything
         .await,
         "everything lands once the worker is back"
     );
-    sigterm(&shipper);
-    assert!(shipper.wait().await.unwrap().success());
-    sigterm(&worker);
-    assert!(worker.wait().await.unwrap().success());
+    stop_cleanly(&mut shipper).await;
+    stop_cleanly(&mut worker).await;
     assert_eq!(stack.landed().await, without_blanks(&expected));
     eprintln!(
         "full stream, worker restarted: {} lines ({} valid) landed exactly once; the stream held {} bytes of a {LIMIT}-byte limit while full",
@@ -252,10 +248,8 @@ async fn limits_stream_of_an_earlier_version_is_upgraded_without_loss_or_doubles
         .await,
         "every line arrived"
     );
-    sigterm(&shipper);
-    assert!(shipper.wait().await.unwrap().success());
-    sigterm(&worker);
-    assert!(worker.wait().await.unwrap().success());
+    stop_cleanly(&mut shipper).await;
+    stop_cleanly(&mut worker).await;
     let after = stream_state(&js, &names.readings_stream).await;
     assert_eq!(
         after.config.max_bytes,
@@ -445,12 +439,10 @@ async fn site_gateway_frees_what_was_sourced_and_holds_through_a_full_center_and
         .await,
         "phase 1: the gateway freed what the central stream sourced"
     );
-    sigterm(&shipper);
-    assert!(shipper.wait().await.unwrap().success());
+    stop_cleanly(&mut shipper).await;
 
     // 2. The worker stops: the central stream fills to its limit, the gateway holds the rest.
-    sigterm(&worker);
-    assert!(worker.wait().await.unwrap().success());
+    stop_cleanly(&mut worker).await;
     let loaded = stack.readings().await;
     expected.merge(&fill_box(&stack, "g2", 2 * CENTRAL_LIMIT, 50));
     let mut shipper = site.shipper(&stack, "g2").spawn().unwrap();
@@ -475,8 +467,7 @@ async fn site_gateway_frees_what_was_sourced_and_holds_through_a_full_center_and
         "phase 2: everything the gateway held arrived once the worker was back: {}",
         site.picture(&stack).await
     );
-    sigterm(&shipper);
-    assert!(shipper.wait().await.unwrap().success());
+    stop_cleanly(&mut shipper).await;
 
     // 3. WAN outage: the central servers are gone; the gateway fills to its limit, the shipper
     // waits; when the link returns everything lands.
@@ -507,10 +498,8 @@ async fn site_gateway_frees_what_was_sourced_and_holds_through_a_full_center_and
         "phase 3: everything arrived after the outage: {}",
         site.picture(&stack).await
     );
-    sigterm(&shipper);
-    assert!(shipper.wait().await.unwrap().success());
-    sigterm(&worker);
-    assert!(worker.wait().await.unwrap().success());
+    stop_cleanly(&mut shipper).await;
+    stop_cleanly(&mut worker).await;
     assert_eq!(stack.landed().await, without_blanks(&expected));
     eprintln!(
         "gateway: {} lines ({} valid) landed exactly once through a {SITE_LIMIT}-byte gateway and a {CENTRAL_LIMIT}-byte central stream",

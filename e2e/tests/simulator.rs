@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::support::{api_ready, eventually, sigterm, Stack};
+use crate::support::{api_ready, eventually, stop_cleanly, Stack};
 
 async fn scalar(stack: &Stack, sql: &str) -> i64 {
     let pool = stack.pool().await;
@@ -64,11 +64,7 @@ async fn simulated_line_fills_readings_and_runs_and_a_second_start_takes_over() 
 
     // A second start: the active runs are taken over, not started again.
     let shift_before = edge_mes_sim::production::shift_of(Utc::now(), chrono_tz::Asia::Bangkok);
-    sigterm(&sim);
-    assert!(
-        sim.wait().await.unwrap().success(),
-        "the simulator stops on SIGTERM"
-    );
+    stop_cleanly(&mut sim).await;
     let runs = scalar(&stack, "SELECT count(*) FROM op_run").await;
     let good = scalar(
         &stack,
@@ -97,7 +93,6 @@ async fn simulated_line_fills_readings_and_runs_and_a_second_start_takes_over() 
         );
     }
     for child in [&mut sim, &mut shipper, &mut worker, &mut api] {
-        sigterm(child);
-        assert!(child.wait().await.unwrap().success());
+        stop_cleanly(child).await;
     }
 }

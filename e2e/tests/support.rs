@@ -203,6 +203,13 @@ pub fn sigterm(child: &Child) {
     }
 }
 
+/// SIGTERM, then the process must exit 0.
+pub async fn stop_cleanly(child: &mut Child) {
+    sigterm(child);
+    let status = child.wait().await.unwrap();
+    assert!(status.success(), "exits 0 on SIGTERM, got {status}");
+}
+
 /// Polls `check` until it holds or `timeout` passes; returns whether it held.
 pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
 where

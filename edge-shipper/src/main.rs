@@ -11,21 +11,12 @@ async fn main() -> anyhow::Result<()> {
     // SIGTERM and Ctrl-C: publishes in flight are acknowledged and checkpointed before exit.
     let shutdown = service::shutdown::on_signal();
     let grace = config.shutdown.grace();
-    match service::shutdown::within_grace(
+    service::shutdown::run_bounded(
         edge_shipper::run(config, shutdown.clone()),
         shutdown,
         grace,
+        "lines not acknowledged stay behind the checkpoint and are sent after the next start",
     )
     .await
-    {
-        Some(result) => result.context("edge-shipper failed"),
-        None => {
-            tracing::warn!(
-                grace_secs = grace.as_secs(),
-                "shutdown deadline reached: lines not acknowledged stay behind the checkpoint \
-                 and are sent after the next start"
-            );
-            Ok(())
-        }
-    }
+    .context("edge-shipper failed")
 }

@@ -10,21 +10,12 @@ async fn main() -> anyhow::Result<()> {
     // committed and acknowledged first.
     let shutdown = service::shutdown::on_signal();
     let grace = config.shutdown.grace();
-    match service::shutdown::within_grace(
+    service::shutdown::run_bounded(
         ingest_worker::run(config, shutdown.clone()),
         shutdown,
         grace,
+        "batches not committed are rolled back and their messages, never acknowledged, are delivered again",
     )
     .await
-    {
-        Some(result) => result.context("ingest-worker failed"),
-        None => {
-            tracing::warn!(
-                grace_secs = grace.as_secs(),
-                "shutdown deadline reached: batches not committed are rolled back and their \
-                 messages, never acknowledged, are delivered again"
-            );
-            Ok(())
-        }
-    }
+    .context("ingest-worker failed")
 }

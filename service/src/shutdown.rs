@@ -88,6 +88,26 @@ pub async fn within_grace<T>(
     }
 }
 
+/// A binary's `run`, bounded by `grace` after SIGTERM/Ctrl-C: its result, or `Ok(())` after
+/// logging that the deadline came and what is abandoned (`abandoned` says what happens to it).
+pub async fn run_bounded<E>(
+    work: impl Future<Output = Result<(), E>>,
+    token: CancellationToken,
+    grace: Duration,
+    abandoned: &str,
+) -> Result<(), E> {
+    match within_grace(work, token, grace).await {
+        Some(result) => result,
+        None => {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "shutdown deadline reached: {abandoned}"
+            );
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

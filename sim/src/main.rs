@@ -10,17 +10,12 @@ async fn main() -> anyhow::Result<()> {
     service::telemetry::init(config.log_format);
     let shutdown = service::shutdown::on_signal();
     let grace = config.shutdown.grace();
-    match service::shutdown::within_grace(
+    service::shutdown::run_bounded(
         edge_mes_sim::run(config, shutdown.clone()),
         shutdown,
         grace,
+        "the simulated line stops where it is",
     )
     .await
-    {
-        Some(result) => result.context("edge-mes-sim failed"),
-        None => {
-            tracing::warn!(grace_secs = grace.as_secs(), "shutdown deadline reached");
-            Ok(())
-        }
-    }
+    .context("edge-mes-sim failed")
 }
