@@ -123,6 +123,31 @@ async fn every_dashboard_query_returns_rows_with_the_expected_columns() {
         }
     }
 
+    // The alert rules' queries, with the same rights: each runs and gives a numeric `value`.
+    for (uid, sql) in alert_queries() {
+        let what = format!("alert rule {uid}");
+        let columns: Vec<(String, String)> = match (&checker.pool).describe(&sql).await {
+            Ok(d) => d
+                .columns()
+                .iter()
+                .map(|c| (c.name().to_owned(), c.type_info().name().to_owned()))
+                .collect(),
+            Err(e) => {
+                checker.fail(&what, &sql, format!("query failed: {e}"));
+                continue;
+            }
+        };
+        let mut problems = match columns.iter().find(|(name, _)| name == "value") {
+            Some((_, t)) if NUMERIC.contains(&t.as_str()) => Vec::new(),
+            Some((_, t)) => vec![format!("value is {t}")],
+            None => vec!["no column `value`".to_owned()],
+        };
+        if let Err(e) = sqlx::raw_sql(&sql).fetch_all(&checker.pool).await {
+            problems.push(format!("query failed: {e}"));
+        }
+        checker.record(what, sql, problems);
+    }
+
     let failures: Vec<&Outcome> = checker
         .outcomes
         .iter()
@@ -161,6 +186,102 @@ async fn every_dashboard_query_returns_rows_with_the_expected_columns() {
 
 /// TimescaleDB's `time_bucket(interval, timestamptz)` (origin Monday 2000-01-03) on plain
 /// PostgreSQL, so the TimescaleDB form of `$__timeGroup` runs here too.
+/// `(uid, SQL)` of every SQL query of the provisioned alert rules.
+fn alert_queries() -> Vec<(String, String)> {
+    let rules = alert_rules();
+    let mut out = Vec::new();
+    for rule in &rules {
+        for q in rule["data"].as_array().into_iter().flatten() {
+            if let Some(sql) = q["model"]["rawSql"].as_str() {
+                out.push((
+                    rule["uid"].as_str().unwrap_or("?").to_owned(),
+                    sql.to_owned(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn alert_rules() -> Vec<Value> {
+    let text = std::fs::read_to_string(root().join("grafana/provisioning/alerting/edge-mes.yaml"))
+        .unwrap();
+    let file: Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(file["apiVersion"], 1);
+    file["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// Grafana refuses a rule whose condition or expressions name a query that is not there, or
+/// whose data source is not provisioned; this checks what it would.
+#[test]
+fn alert_rules_are_well_formed() {
+    let datasource = "edge-mes-pg";
+    let rules = alert_rules();
+    assert!(
+        rules.len() >= 3,
+        "pipeline stalled, reject rate, OEE under target"
+    );
+    let mut uids = BTreeSet::new();
+    for rule in &rules {
+        let uid = rule["uid"].as_str().expect("uid");
+        assert!(uids.insert(uid.to_owned()), "uid {uid} twice");
+        assert!(
+            uid.len() <= 40,
+            "{uid}: Grafana uids are at most 40 characters"
+        );
+        assert!(rule["title"].is_string(), "{uid}: title");
+        assert!(rule["for"].is_string(), "{uid}: for");
+        let data = rule["data"].as_array().expect("data");
+        let refs: BTreeSet<&str> = data.iter().filter_map(|d| d["refId"].as_str()).collect();
+        assert_eq!(refs.len(), data.len(), "{uid}: refIds unique");
+        let condition = rule["condition"].as_str().expect("condition");
+        assert!(
+            refs.contains(condition),
+            "{uid}: condition {condition} is no refId"
+        );
+        for d in data {
+            let r = d["refId"].as_str().unwrap_or("?");
+            assert_eq!(
+                d["model"]["refId"].as_str(),
+                Some(r),
+                "{uid}/{r}: model.refId"
+            );
+            match d["datasourceUid"].as_str() {
+                Some("__expr__") => {
+                    let e = d["model"]["expression"].as_str().expect("expression");
+                    assert!(refs.contains(e), "{uid}/{r}: expression {e} is no refId");
+                    assert!(d["model"]["type"].is_string(), "{uid}/{r}: type");
+                }
+                Some(ds) => {
+                    assert_eq!(ds, datasource, "{uid}/{r}: data source");
+                    assert!(d["model"]["rawSql"].is_string(), "{uid}/{r}: rawSql");
+                    assert!(
+                        d["relativeTimeRange"]["from"].is_u64(),
+                        "{uid}/{r}: time range"
+                    );
+                }
+                None => panic!("{uid}/{r}: datasourceUid"),
+            }
+        }
+    }
+    for flavour in ["postgresql", "timescaledb"] {
+        let path = root().join(format!(
+            "grafana/provisioning/datasources/{flavour}/edge-mes.yaml"
+        ));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains(&format!("uid: {datasource}")),
+            "{}",
+            path.display()
+        );
+    }
+}
+
 async fn emulate_time_bucket_if_missing(pool: &PgPool) {
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'time_bucket')")
