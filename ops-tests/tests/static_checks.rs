@@ -405,8 +405,9 @@ fn edge_shipper_unit_verifies_and_is_hardened() {
 // ---------------------------------------------------------------------------------------------
 // Kubernetes
 
-const KNOWN_KINDS: [(&str, &str); 9] = [
+const KNOWN_KINDS: [(&str, &str); 10] = [
     ("v1", "Namespace"),
+    ("apps/v1", "DaemonSet"),
     ("v1", "Service"),
     ("v1", "ConfigMap"),
     ("apps/v1", "Deployment"),
@@ -480,13 +481,18 @@ fn check_rendered(overlay: &Path, docs: &[Value]) {
         by_kind.entry(kind.to_owned()).or_default().push(d);
     }
     let deployments = &by_kind["Deployment"];
+    // Deployments and DaemonSets (the edge shipper) follow the same container rules.
+    let workloads: Vec<&&Value> = deployments
+        .iter()
+        .chain(by_kind.get("DaemonSet").into_iter().flatten())
+        .collect();
     let deployment = |name: &str| {
         deployments
             .iter()
             .find(|d| d["metadata"]["name"] == name)
             .unwrap_or_else(|| panic!("{label}: Deployment {name} missing"))
     };
-    for d in deployments {
+    for d in workloads {
         let name = d["metadata"]["name"].as_str().unwrap();
         for c in d["spec"]["template"]["spec"]["containers"]
             .as_sequence()
