@@ -4,6 +4,7 @@
 # of ops-tests use (cargo test -p edge-mes-ops-tests):
 #   nats-server        `nats-server -t` on every NATS config         (Debian: nats-server)
 #   systemd-analyze    `systemd-analyze verify` on the edge unit      (Debian: systemd)
+#   promtool           checks and unit-tests deploy/prometheus/alerts.yml (Debian: prometheus)
 #   kubectl            `kubectl kustomize` renders the overlays       (on the machine image; else Debian)
 #   kubernetes-validate  offline Kubernetes schema validation         (PyPI, into target/ops-tools/venv)
 #   check-jsonschema   the compose file against the compose spec      (PyPI, into target/ops-tools/venv)
@@ -24,6 +25,7 @@ if ! command -v pg_config >/dev/null 2>&1 || [ ! -x "$(pg_config --bindir)/initd
   missing+=(postgresql libpq-dev)
 fi
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if ! command -v kubectl >/dev/null 2>&1; then
   # The machine image ships kubectl with kustomize v5; Debian's kubernetes-client (1.20) has an

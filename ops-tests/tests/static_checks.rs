@@ -1,7 +1,7 @@
 //! Static checks of the deploy files: NATS configs and stream definitions, the compose file and
 //! Dockerfile, the systemd unit, the Kubernetes overlays.
 //!
-//! Tools: `nats-server`, `systemd-analyze`, `kubectl` (kustomize), and `kubernetes-validate` /
+//! Tools: `nats-server`, `systemd-analyze`, `kubectl` (kustomize), `promtool`, and `kubernetes-validate` /
 //! `check-jsonschema` from `target/ops-tools/venv` — `.ci/tools.sh` installs what is missing. A
 //! check whose tool is not installed fails naming the install command, unless
 //! `EDGE_MES_SKIP_MISSING_TOOLS=1` says to skip it (CI never sets it).
@@ -52,6 +52,7 @@ fn install_hint(name: &str) -> &'static str {
         "nats-server" => "apt-get install nats-server, or run .ci/tools.sh",
         "systemd-analyze" => "apt-get install systemd, or run .ci/tools.sh",
         "kubectl" => "run .ci/tools.sh (kubectl, or Debian's kubernetes-client)",
+        "promtool" => "apt-get install prometheus, or run .ci/tools.sh",
         _ => "run .ci/tools.sh (pip install into target/ops-tools/venv)",
     }
 }
@@ -703,4 +704,47 @@ fn kill_timeouts_leave_room_for_the_shutdown_bound() {
         value("Environment=SHUTDOWN_TIMEOUT_SECS="),
         value("TimeoutStopSec="),
     );
+}
+
+/// Prometheus alert rules: valid for promtool, their unit tests pass (each alert fires on the
+/// situation it describes), and every metric they use is one the binaries export.
+#[test]
+fn prometheus_alert_rules_are_valid_tested_and_use_real_metrics() {
+    let dir = root().join("deploy/prometheus");
+    if let Some(promtool) = tool("promtool") {
+        for args in [
+            vec!["check", "rules", "alerts.yml"],
+            vec!["test", "rules", "alerts_test.yml"],
+        ] {
+            let out = run(Command::new(&promtool).args(&args).current_dir(&dir));
+            assert!(
+                out.status.success(),
+                "promtool {}: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let rules = std::fs::read_to_string(dir.join("alerts.yml")).unwrap();
+    let exported: String = ["ingest-worker", "api", "edge-shipper"]
+        .iter()
+        .map(|c| std::fs::read_to_string(root().join(c).join("src/metrics.rs")).unwrap())
+        .collect();
+    let metric = Regex::new(r"\b(?:ingest|edge_shipper|mes_api)_[a-z_]+").unwrap();
+    let mut used = 0;
+    for line in rules
+        .lines()
+        .filter(|l| l.trim_start().starts_with("expr:"))
+    {
+        for m in metric.find_iter(line) {
+            used += 1;
+            assert!(
+                exported.contains(&format!("\"{}\"", m.as_str())),
+                "alerts.yml uses {}, which no binary exports",
+                m.as_str()
+            );
+        }
+    }
+    assert!(used >= 5, "only {used} metrics used");
 }
