@@ -98,8 +98,22 @@ async fn worker_stops_in_time_with_nats_or_postgres_down_and_loses_nothing() {
     expected.merge(&append(&file, 2, 3000));
     stack.ship_until_caught_up("stop").await;
     pg(&mut stack).stop().await.unwrap();
-    let mut worker = stack.worker(&grace()).spawn().unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Its metrics listener answers once the worker runs (and handles SIGTERM): it then waits for
+    // the database.
+    let metrics = testkit::nats::free_port().unwrap();
+    let addr = format!("127.0.0.1:{metrics}");
+    let mut args = grace().to_vec();
+    args.extend(["--metrics-addr", addr.as_str()]);
+    let mut worker = stack.worker(&args).spawn().unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", metrics))
+                .await
+                .is_ok()
+        })
+        .await,
+        "the worker's metrics listener came up"
+    );
     stop_within_bound("ingest-worker (PostgreSQL down)", &mut worker).await;
     pg(&mut stack).restart().await.unwrap();
 
