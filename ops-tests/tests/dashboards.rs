@@ -126,12 +126,8 @@ async fn every_dashboard_query_returns_rows_with_the_expected_columns() {
     // The alert rules' queries, with the same rights: each runs and gives a numeric `value`.
     for (uid, sql) in alert_queries() {
         let what = format!("alert rule {uid}");
-        let columns: Vec<(String, String)> = match (&checker.pool).describe(&sql).await {
-            Ok(d) => d
-                .columns()
-                .iter()
-                .map(|c| (c.name().to_owned(), c.type_info().name().to_owned()))
-                .collect(),
+        let columns = match columns_of(&checker.pool, &sql).await {
+            Ok(c) => c,
             Err(e) => {
                 checker.fail(&what, &sql, format!("query failed: {e}"));
                 continue;
@@ -186,6 +182,17 @@ async fn every_dashboard_query_returns_rows_with_the_expected_columns() {
 
 /// TimescaleDB's `time_bucket(interval, timestamptz)` (origin Monday 2000-01-03) on plain
 /// PostgreSQL, so the TimescaleDB form of `$__timeGroup` runs here too.
+/// `(name, type)` of each column `sql` returns, as PostgreSQL describes it.
+async fn columns_of(pool: &PgPool, sql: &str) -> Result<Vec<(String, String)>, sqlx::Error> {
+    Ok(pool
+        .describe(sql)
+        .await?
+        .columns()
+        .iter()
+        .map(|c| (c.name().to_owned(), c.type_info().name().to_owned()))
+        .collect())
+}
+
 /// `(uid, SQL)` of every SQL query of the provisioned alert rules.
 fn alert_queries() -> Vec<(String, String)> {
     let rules = alert_rules();
@@ -469,12 +476,8 @@ impl Checker {
             return;
         };
         let mut problems = Vec::new();
-        let columns: Vec<(String, String)> = match (&self.pool).describe(&sql).await {
-            Ok(d) => d
-                .columns()
-                .iter()
-                .map(|c| (c.name().to_owned(), c.type_info().name().to_owned()))
-                .collect(),
+        let columns = match columns_of(&self.pool, &sql).await {
+            Ok(c) => c,
             Err(e) => {
                 self.fail(what, &sql, format!("query failed: {e}"));
                 return;
