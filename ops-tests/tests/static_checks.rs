@@ -223,6 +223,46 @@ fn compose_interpolate(s: &str) -> String {
         .into_owned()
 }
 
+/// Third-party images are pinned to an exact release (`x.y.z` in the tag), so a `compose up` next
+/// month runs what was tested; only the project's own image (built here) is exempt.
+#[test]
+fn third_party_images_are_pinned_to_exact_versions() {
+    let exact = Regex::new(r"^[a-z0-9./_-]+:[A-Za-z-]*\d+\.\d+\.\d+(-[a-z0-9.-]+)?$").unwrap();
+    let mut images = Vec::new();
+    let compose = &yaml_file(&root().join("deploy/compose.yaml"))[0];
+    for (name, svc) in compose["services"].as_mapping().unwrap() {
+        if svc.get("build").is_none() {
+            images.push((
+                format!("compose {}", name.as_str().unwrap()),
+                svc["image"].clone(),
+            ));
+        }
+    }
+    let grafana = yaml_file(&root().join("deploy/k8s/components/grafana/grafana.yaml"));
+    let deployment = grafana.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    images.push((
+        "k8s grafana".into(),
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"].clone(),
+    ));
+    let dockerfile = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
+    let build = dockerfile
+        .lines()
+        .find(|l| l.starts_with("FROM ") && l.contains(" AS build"))
+        .expect("Dockerfile: build stage");
+    images.push((
+        "Dockerfile build stage".into(),
+        Value::from(build.split_whitespace().nth(1).unwrap()),
+    ));
+    assert!(images.len() >= 5, "{images:?}");
+    for (what, image) in images {
+        let image = image.as_str().unwrap_or_else(|| panic!("{what}: no image"));
+        assert!(
+            exact.is_match(image),
+            "{what}: image {image} is not pinned to an exact version"
+        );
+    }
+}
+
 #[test]
 fn compose_file_parses_and_every_referenced_file_exists() {
     let deploy = root().join("deploy");
@@ -574,6 +614,12 @@ fn check_rendered(overlay: &Path, docs: &[Value]) {
             pdb["metadata"]["name"]
         );
     }
+    if by_kind["Deployment"]
+        .iter()
+        .any(|d| d["metadata"]["name"] == "grafana")
+    {
+        check_rendered_grafana(overlay, &by_kind);
+    }
     // Autoscaling: KEDA on the consumer lag, or the HPA alternative.
     let scaled = by_kind.get("ScaledObject").map(Vec::len).unwrap_or(0)
         + by_kind
@@ -641,6 +687,80 @@ fn kubernetes_overlays_render_and_validate_offline() {
             }
         }
     }
+}
+
+/// Grafana on Kubernetes mounts ConfigMaps generated from the repository's grafana/ folder: each
+/// mounted map exists, and together they hold every dashboard and provisioning file byte for byte
+/// (a dashboard added to grafana/dashboards but not to grafana/kustomization.yaml fails here).
+fn check_rendered_grafana(overlay: &Path, by_kind: &BTreeMap<String, Vec<&Value>>) {
+    let label = overlay.display();
+    let maps = &by_kind["ConfigMap"];
+    let grafana = by_kind["Deployment"]
+        .iter()
+        .find(|d| d["metadata"]["name"] == "grafana")
+        .unwrap();
+    let spec = &grafana["spec"]["template"]["spec"];
+    let mut mounted: BTreeMap<String, String> = BTreeMap::new();
+    for v in spec["volumes"].as_sequence().unwrap() {
+        let Some(map) = v["configMap"]["name"].as_str() else {
+            continue;
+        };
+        let found = maps
+            .iter()
+            .find(|m| m["metadata"]["name"] == map)
+            .unwrap_or_else(|| panic!("{label}: grafana mounts ConfigMap {map}, not rendered"));
+        let mount = spec["containers"][0]["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == v["name"])
+            .and_then(|m| m["mountPath"].as_str())
+            .unwrap_or_else(|| panic!("{label}: ConfigMap {map} declared, not mounted"));
+        for (key, text) in found["data"].as_mapping().unwrap() {
+            mounted.insert(
+                format!("{mount}/{}", key.as_str().unwrap()),
+                text.as_str().unwrap().to_owned(),
+            );
+        }
+    }
+    let grafana_dir = root().join("grafana");
+    let expected = [
+        ("dashboards", "/var/lib/grafana/dashboards/edge-mes", "json"),
+        (
+            "provisioning/dashboards",
+            "/etc/grafana/provisioning/dashboards",
+            "yaml",
+        ),
+        (
+            "provisioning/alerting",
+            "/etc/grafana/provisioning/alerting",
+            "yaml",
+        ),
+        (
+            "provisioning/datasources/timescaledb",
+            "/etc/grafana/provisioning/datasources",
+            "yaml",
+        ),
+    ];
+    let mut count = 0;
+    for (dir, mount, ext) in expected {
+        for file in files_under(&grafana_dir.join(dir), ext) {
+            let name = file.file_name().unwrap().to_string_lossy();
+            let want = std::fs::read_to_string(&file).unwrap();
+            let got = mounted
+                .get(&format!("{mount}/{name}"))
+                .unwrap_or_else(|| panic!("{label}: {} not mounted at {mount}", file.display()));
+            assert_eq!(got, &want, "{label}: {} differs", file.display());
+            count += 1;
+        }
+    }
+    assert_eq!(
+        count,
+        mounted.len(),
+        "{label}: grafana mounts files that are not in grafana/: {:?}",
+        mounted.keys().collect::<Vec<_>>()
+    );
+    assert!(count >= 8, "{label}: only {count} Grafana files");
 }
 
 /// The orchestrators kill a service only after its own shutdown bound (issue 18): Kubernetes'
