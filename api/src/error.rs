@@ -10,6 +10,9 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::domain::DomainError;
+use crate::store::StoreError;
+
 /// The problem document (RFC 9457) every error response carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Problem {
@@ -176,6 +179,67 @@ pub fn problem_response(status: StatusCode, problem: &Problem) -> Response {
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     response
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        match &e {
+            DomainError::Invalid { field, .. } => ApiError::Invalid {
+                field: Some((*field).to_owned()),
+                detail: e.to_string(),
+            },
+            DomainError::UnknownReason(_) => ApiError::Invalid {
+                field: Some("reason_code".to_owned()),
+                detail: e.to_string(),
+            },
+            DomainError::WrongStatus { .. } => ApiError::Conflict {
+                field: Some("op_run_id".to_owned()),
+                detail: e.to_string(),
+            },
+            DomainError::FinalBelowReported { field, .. } => ApiError::Conflict {
+                field: Some((*field).to_owned()),
+                detail: e.to_string(),
+            },
+        }
+    }
+}
+
+impl ApiError {
+    /// The answer to a store error (also for one shared by reference, as a batch's answers are).
+    pub fn from_store_ref(e: &StoreError) -> Self {
+        let conflict = |field: &str| ApiError::Conflict {
+            field: Some(field.to_owned()),
+            detail: e.to_string(),
+        };
+        match e {
+            StoreError::RunNotFound(_) => ApiError::NotFound(e.to_string()),
+            StoreError::RunExists(_) => conflict("op_run_id"),
+            StoreError::RunOverlap => conflict("resource_id"),
+            StoreError::SiteMismatch { .. } => conflict("site_id"),
+            StoreError::DowntimeOverlap => conflict("at"),
+            StoreError::UnknownSite(_) => ApiError::Invalid {
+                field: Some("site_id".to_owned()),
+                detail: e.to_string(),
+            },
+            StoreError::Refused(d) => d.clone().into(),
+            StoreError::Contended(_) | StoreError::Unavailable(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
+            StoreError::Corrupt { .. } | StoreError::Database(_) => {
+                ApiError::Internal(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            // Constraint violations keep their own wording (see From<sqlx::Error>).
+            StoreError::Database(db) => db.into(),
+            other => ApiError::from_store_ref(&other),
+        }
+    }
 }
 
 impl From<sqlx::Error> for ApiError {

@@ -6,8 +6,10 @@
 //! - [`error`]: `ApiError` → `application/problem+json`.
 //! - [`extract`]: JSON body, query and path extractors whose errors name the field.
 //! - [`idempotency`]: `Idempotency-Key` claims and stored answers.
-//! - [`runs`]: run lifecycle endpoints; [`run_schema`]: their bodies; [`run_store`]: their SQL
-//!   and run events; [`report_batch`]: group commit of count reports.
+//! - [`domain`]: the production run — typed values and the state machine (no HTTP, no SQL).
+//! - [`store`]: the run domain's SQL (its own error type); [`report_batch`]: the report lanes.
+//! - [`runs`]: run lifecycle endpoints (thin: extract → domain → store → answer);
+//!   [`run_schema`]: their bodies.
 //! - [`relay`]: the outbox relay to JetStream.
 //! - [`kpi`]: `GET /kpi/oee` (OEE per shift, roll-up, MTBF/MTTR) from the SQL of the MES views.
 //! - [`trace`]: `GET /trace/work_order/{id}`.
@@ -21,6 +23,7 @@
 pub mod board;
 pub mod config;
 pub mod db;
+pub mod domain;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -31,11 +34,11 @@ pub mod metrics;
 pub mod relay;
 pub mod report_batch;
 pub mod run_schema;
-pub mod run_store;
 pub mod runs;
 pub mod seed;
 pub mod spc;
 pub mod state;
+pub mod store;
 pub mod trace;
 
 use service::retry::retry_until;
@@ -67,7 +70,7 @@ pub enum ApiRunError {
     #[error("HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
     #[error("demo seed failed: {0}")]
-    Seed(#[source] sqlx::Error),
+    Seed(#[source] store::StoreError),
 }
 
 /// Connects, migrates and ensures the default site; `None` when shut down while waiting.

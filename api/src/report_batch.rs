@@ -2,32 +2,29 @@
 //!
 //! A report costs the database far more per statement (executor start, constraint checks, the
 //! foreign-key trigger, commit, a network round trip each way) than per row. So reports queue per
-//! *lane* and each lane writes what has queued while its previous statement ran, up to
-//! `max_batch` reports, in one statement and one commit. An idle lane writes a lone report at once
-//! with the single-report statement ([`run_store::report`]): batching adds no wait, it only
-//! shares the work of reports that would otherwise wait for a connection or a CPU.
+//! *lane* and each lane writes what has queued while its previous write ran, up to `max_batch`
+//! reports, with one [`store::reports::write`] (the one report path: a lone report is a batch of
+//! one). An idle lane writes a lone report at once: batching adds no wait, it only shares the work
+//! of reports that would otherwise wait for a connection or a CPU.
 //!
-//! - A run always maps to the same lane, so two batches never lock the same runs (no deadlock
-//!   between lanes), and a run's reports are written, and its `reported` events numbered, in
-//!   arrival order.
+//! - A run always maps to the same lane, so a run's reports are written, and its `reported`
+//!   events numbered, in arrival order, and two lanes never compete for one run.
 //! - Each report keeps its own answer: the run with the totals right after it, or its own refusal
-//!   (404 unknown run, 422 `at` before the start, 409 run not open). The statement adds each run's
-//!   accepted counts under the run's row lock; the status is checked under that lock.
-//! - A batch is one autocommit statement: it is written whole or not at all. If it fails, its
-//!   reports are written one by one, so one report can never fail the others.
+//!   (404 unknown run, 422 `at` before the start, 409 run not open).
+//! - A batch is one autocommit statement: written whole or not at all. If it fails, its reports
+//!   are written one by one, so one report can never fail the others.
 
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 
-use chrono::{DateTime, Utc};
-use protocol::run_event::{CountDelta, RUN_EVENT_SCHEMA_VERSION};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::warn;
 use uuid::Uuid;
 
-use crate::error::ApiError;
-use crate::run_store::{self, RunRow};
+use crate::domain::Run;
+use crate::store::reports::{self, ReportJob};
+use crate::store::StoreError;
 
 /// How reports are batched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,10 +46,8 @@ impl Default for ReportBatching {
 
 /// A report waiting for its lane.
 struct Job {
-    id: Uuid,
-    delta: CountDelta,
-    at: DateTime<Utc>,
-    answer: oneshot::Sender<Result<RunRow, ApiError>>,
+    report: ReportJob,
+    answer: oneshot::Sender<Result<Run, StoreError>>,
 }
 
 /// The lanes, started at the first report (so building an `AppState` needs no runtime).
@@ -81,36 +76,26 @@ impl ReportBatcher {
         }
     }
 
-    /// Counts `delta` at `at` on run `id` (see [`run_store::report`] for the answers).
-    pub async fn report(
-        &self,
-        id: Uuid,
-        delta: CountDelta,
-        at: DateTime<Utc>,
-    ) -> Result<RunRow, ApiError> {
+    /// Writes `report` (see [`store::reports::write`] for the answers).
+    pub async fn report(&self, report: ReportJob) -> Result<Run, StoreError> {
         if self.settings.lanes == 0 {
-            let mut conn = self.pool.acquire().await?;
-            let run = run_store::report(&mut conn, id, delta, at, &self.default_site).await;
-            drop(conn);
-            if run.is_ok() {
+            let answer = write(&self.pool, &self.default_site, &[report])
+                .await
+                .pop()
+                .unwrap_or(Err(StoreError::Contended(report.op_run_id)));
+            if answer.is_ok() {
                 self.committed.notify_one();
             }
-            return run;
+            return answer;
         }
         let lanes = self.lanes.get_or_init(|| self.start());
         let (answer, answered) = oneshot::channel();
-        let job = Job {
-            id,
-            delta,
-            at,
-            answer,
-        };
-        lanes[lane_of(id, lanes.len())]
-            .send(job)
-            .map_err(|_| ApiError::Unavailable("report writer stopped".to_owned()))?;
+        lanes[lane_of(report.op_run_id, lanes.len())]
+            .send(Job { report, answer })
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
         answered
             .await
-            .map_err(|_| ApiError::Internal("report writer dropped a report".to_owned()))?
+            .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?
     }
 
     fn start(&self) -> Vec<mpsc::UnboundedSender<Job>> {
@@ -150,7 +135,8 @@ async fn lane(
         // Answers of callers that gave up (request timeout) are dropped; their reports count
         // like any other, as they would have without batching.
         let batch = std::mem::take(&mut jobs);
-        let answers = write(&pool, &default_site, &batch).await;
+        let reports: Vec<ReportJob> = batch.iter().map(|j| j.report).collect();
+        let answers = write(&pool, &default_site, &reports).await;
         if answers.iter().any(Result::is_ok) {
             committed.notify_one();
         }
@@ -160,207 +146,46 @@ async fn lane(
     }
 }
 
-/// One answer per job, in order.
-async fn write(pool: &PgPool, default_site: &str, jobs: &[Job]) -> Vec<Result<RunRow, ApiError>> {
-    if jobs.len() > 1 {
-        match write_batch(pool, default_site, jobs).await {
-            Ok(answers) => return answers,
-            Err(e) => {
-                warn!(error = %e, reports = jobs.len(), "report batch failed, writing its reports one by one");
-            }
+/// One answer per report, in order: the batch in one write, or, if that write failed, each
+/// report alone.
+async fn write(
+    pool: &PgPool,
+    default_site: &str,
+    reports: &[ReportJob],
+) -> Vec<Result<Run, StoreError>> {
+    match write_batch(pool, default_site, reports).await {
+        Ok(answers) => return answers,
+        Err(e) if reports.len() > 1 => {
+            warn!(error = %e, reports = reports.len(), "report batch failed, writing its reports one by one");
         }
+        Err(e) => return vec![Err(e)],
     }
-    let mut answers = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        answers.push(write_one(pool, default_site, job).await);
+    let mut answers = Vec::with_capacity(reports.len());
+    for r in reports {
+        answers.push(
+            match write_batch(pool, default_site, std::slice::from_ref(r)).await {
+                Ok(mut one) => one.pop().unwrap_or(Err(StoreError::Contended(r.op_run_id))),
+                Err(e) => Err(e),
+            },
+        );
     }
     answers
-}
-
-async fn write_one(pool: &PgPool, default_site: &str, job: &Job) -> Result<RunRow, ApiError> {
-    let mut conn = pool.acquire().await?;
-    run_store::report(&mut conn, job.id, job.delta, job.at, default_site).await
-}
-
-/// Several reports in one statement: `$1..$5` are the reports' run ids, good and scrap deltas,
-/// times and event ids (in arrival order); `$6` the default site, `$7` the event schema version.
-///
-/// A run's `started_at` never changes, so the statement's snapshot decides which reports come
-/// before their run's start; the status is checked by the UPDATE under each run's row lock. A
-/// report's totals are its run's new totals minus the counts of the run's later reports in the
-/// batch. Count rows and events are inserted in arrival order.
-const BATCH_SQL: &str = "
-WITH input AS (
-    SELECT * FROM unnest($1::uuid[], $2::int8[], $3::int8[], $4::timestamptz[], $5::text[])
-        WITH ORDINALITY AS i(run_id, good_delta, scrap_delta, at, event_id, ord)
-), known AS (
-    SELECT i.*, r.status AS seen_status, r.started_at AS run_started_at
-    FROM input i LEFT JOIN op_run r ON r.op_run_id = i.run_id
-), per_run AS (
-    SELECT run_id, sum(good_delta)::int8 AS good, sum(scrap_delta)::int8 AS scrap
-    FROM known WHERE at >= run_started_at GROUP BY run_id
-), upd AS (
-    UPDATE op_run r SET good_units = r.good_units + p.good, scrap_units = r.scrap_units + p.scrap,
-                        updated_at = now()
-    FROM per_run p
-    WHERE r.op_run_id = p.run_id AND r.status IN ('running', 'paused')
-    RETURNING r.op_run_id, r.work_order_id, r.operation_id, r.resource_id, r.site_id, r.status,
-              r.started_at, r.ended_at, r.planned_seconds, r.ideal_cycle_time_s, r.good_units,
-              r.scrap_units
-), accepted AS (
-    SELECT k.ord, k.at, k.good_delta, k.scrap_delta, k.event_id,
-           u.op_run_id, u.work_order_id, u.operation_id, u.resource_id, u.site_id, u.status,
-           u.started_at, u.ended_at, u.planned_seconds, u.ideal_cycle_time_s,
-           (u.good_units - coalesce(sum(k.good_delta) OVER later, 0))::int8 AS good_units,
-           (u.scrap_units - coalesce(sum(k.scrap_delta) OVER later, 0))::int8 AS scrap_units
-    FROM known k JOIN upd u ON u.op_run_id = k.run_id
-    WHERE k.at >= k.run_started_at
-    WINDOW later AS (PARTITION BY k.run_id ORDER BY k.ord DESC
-                     ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
-), report AS (
-    INSERT INTO op_run_count (op_run_id, at, good_delta, scrap_delta, kind)
-    SELECT op_run_id, at, good_delta, scrap_delta, 'report' FROM accepted ORDER BY ord
-), event AS (
-    INSERT INTO outbox (op_run_id, event_type, site_id, resource_id, payload)
-    SELECT op_run_id, 'reported', coalesce(site_id, $6), resource_id,
-           jsonb_build_object(
-               'schema_version', $7::int, 'event_id', event_id, 'event_type', 'reported',
-               'occurred_at', at, 'recorded_at', clock_timestamp(),
-               'op_run_id', op_run_id, 'work_order_id', work_order_id,
-               'operation_id', operation_id, 'resource_id', resource_id,
-               'site_id', coalesce(site_id, $6), 'status', status, 'started_at', started_at,
-               'ended_at', ended_at, 'planned_seconds', planned_seconds,
-               'ideal_cycle_time_s', ideal_cycle_time_s, 'good_units', good_units,
-               'scrap_units', scrap_units,
-               'delta', jsonb_build_object('good_delta', good_delta, 'scrap_delta', scrap_delta),
-               'downtime', NULL::jsonb)
-    FROM accepted ORDER BY ord
-)
-SELECT k.ord, k.seen_status, k.run_started_at,
-       a.op_run_id, a.work_order_id, a.operation_id, a.resource_id, a.site_id, a.status,
-       a.started_at, a.ended_at, a.planned_seconds, a.ideal_cycle_time_s, a.good_units,
-       a.scrap_units
-FROM known k LEFT JOIN accepted a ON a.ord = k.ord
-ORDER BY k.ord";
-
-/// One report's outcome in a batch.
-#[derive(sqlx::FromRow)]
-struct Outcome {
-    ord: i64,
-    seen_status: Option<String>,
-    run_started_at: Option<DateTime<Utc>>,
-    op_run_id: Option<Uuid>,
-    work_order_id: Option<String>,
-    operation_id: Option<String>,
-    resource_id: Option<String>,
-    site_id: Option<String>,
-    status: Option<String>,
-    started_at: Option<DateTime<Utc>>,
-    ended_at: Option<DateTime<Utc>>,
-    planned_seconds: Option<f64>,
-    ideal_cycle_time_s: Option<f64>,
-    good_units: Option<i64>,
-    scrap_units: Option<i64>,
 }
 
 async fn write_batch(
     pool: &PgPool,
     default_site: &str,
-    jobs: &[Job],
-) -> Result<Vec<Result<RunRow, ApiError>>, sqlx::Error> {
-    let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
-    let good: Vec<i64> = jobs.iter().map(|j| j.delta.good_delta).collect();
-    let scrap: Vec<i64> = jobs.iter().map(|j| j.delta.scrap_delta).collect();
-    let at: Vec<DateTime<Utc>> = jobs.iter().map(|j| j.at).collect();
-    let event_ids: Vec<String> = jobs.iter().map(|_| Uuid::now_v7().to_string()).collect();
-    let outcomes: Vec<Outcome> = sqlx::query_as(BATCH_SQL)
-        .bind(&ids)
-        .bind(&good)
-        .bind(&scrap)
-        .bind(&at)
-        .bind(&event_ids)
-        .bind(default_site)
-        .bind(RUN_EVENT_SCHEMA_VERSION as i32)
-        .fetch_all(pool)
-        .await?;
-    if outcomes.len() != jobs.len()
-        || outcomes
-            .iter()
-            .enumerate()
-            .any(|(i, o)| o.ord != i as i64 + 1)
-    {
-        return Err(sqlx::Error::Protocol(format!(
-            "report batch of {} answered {} rows out of order",
-            jobs.len(),
-            outcomes.len()
-        )));
-    }
-    Ok(jobs
-        .iter()
-        .zip(outcomes)
-        .map(|(job, o)| answer(job, o))
-        .collect())
-}
-
-/// A report's answer from its outcome row: the run after it, or why it was refused.
-fn answer(job: &Job, o: Outcome) -> Result<RunRow, ApiError> {
-    match o {
-        Outcome {
-            op_run_id: Some(op_run_id),
-            work_order_id: Some(work_order_id),
-            operation_id: Some(operation_id),
-            resource_id: Some(resource_id),
-            status: Some(status),
-            started_at: Some(started_at),
-            good_units: Some(good_units),
-            scrap_units: Some(scrap_units),
-            site_id,
-            ended_at,
-            planned_seconds,
-            ideal_cycle_time_s,
-            ..
-        } => Ok(RunRow {
-            op_run_id,
-            work_order_id,
-            operation_id,
-            resource_id,
-            site_id,
-            status,
-            started_at,
-            ended_at,
-            planned_seconds,
-            ideal_cycle_time_s,
-            good_units,
-            scrap_units,
-        }),
-        Outcome {
-            seen_status: None, ..
-        } => Err(ApiError::NotFound(format!("op_run_id: no run {}", job.id))),
-        Outcome {
-            run_started_at: Some(start),
-            ..
-        } if job.at < start => Err(ApiError::invalid(
-            "at",
-            format!("{} is before the run's start ({start})", job.at),
-        )),
-        Outcome { seen_status, .. } => Err(ApiError::Conflict {
-            field: Some("op_run_id".to_owned()),
-            detail: format!(
-                "op_run_id: run {} is {}",
-                job.id,
-                match seen_status.as_deref() {
-                    Some("running") | Some("paused") | None => "no longer open",
-                    Some(other) => other,
-                }
-            ),
-        }),
-    }
+    reports: &[ReportJob],
+) -> Result<Vec<Result<Run, StoreError>>, StoreError> {
+    let mut conn = pool.acquire().await?;
+    reports::write(&mut conn, reports, default_site).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::SubsecRound;
+    use crate::domain::{Count, CycleTime, Ident};
+    use chrono::{DateTime, SubsecRound, Utc};
 
     #[test]
     fn a_run_always_maps_to_the_same_lane() {
@@ -378,36 +203,31 @@ mod tests {
 
     async fn run(pool: &PgPool, resource: &str, started_at: DateTime<Utc>) -> Uuid {
         let mut tx = pool.begin().await.unwrap();
-        let id = Uuid::now_v7();
-        run_store::insert_run(
-            &mut tx,
-            &run_store::NewRun {
-                op_run_id: id,
-                work_order_id: "WO1",
-                operation_id: "OP10",
-                resource_id: resource,
-                site_id: None,
-                default_site: "BKK",
-                started_at,
-                planned_seconds: None,
-                ideal_cycle_time_s: Some(1.0),
-            },
-        )
-        .await
-        .unwrap();
+        let req = crate::domain::Start {
+            op_run_id: None,
+            work_order_id: Ident::parse("WO1").unwrap(),
+            operation_id: Ident::parse("OP10").unwrap(),
+            resource_id: Ident::parse(resource).unwrap(),
+            site_id: None,
+            started_at: Some(started_at),
+            planned_seconds: None,
+            ideal_cycle_time_s: Some(CycleTime::new(1.0).unwrap()),
+        };
+        let t = crate::domain::start(&req, Utc::now()).unwrap();
+        let run = crate::store::runs::write_start(&mut tx, t, "BKK")
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
-        id
+        run.op_run_id
     }
 
-    fn job(id: Uuid, good: i64, scrap: i64, at: DateTime<Utc>) -> Job {
-        Job {
-            id,
-            delta: CountDelta {
-                good_delta: good,
-                scrap_delta: scrap,
-            },
-            at,
-            answer: oneshot::channel().0,
+    fn job(id: Uuid, good: i64, scrap: i64, at: DateTime<Utc>) -> ReportJob {
+        ReportJob {
+            op_run_id: id,
+            good_delta: Count::new(good).unwrap(),
+            scrap_delta: Count::new(scrap).unwrap(),
+            at: Some(at),
+            received: Utc::now(),
         }
     }
 
@@ -455,7 +275,12 @@ mod tests {
         assert_eq!(totals(1), (b, 5, 0));
         assert_eq!(totals(2), (a, 3, 1));
         assert_eq!(totals(6), (a, 6, 1));
-        let status = |i: usize| answers[i].as_ref().err().map(|e| e.problem().status);
+        let status = |i: usize| {
+            answers[i]
+                .as_ref()
+                .err()
+                .map(|e| crate::error::ApiError::from_store_ref(e).problem().status)
+        };
         assert_eq!(
             (status(3), status(4), status(5)),
             (Some(404), Some(422), Some(409))
@@ -478,7 +303,9 @@ mod tests {
         assert_eq!(rows, 4);
         // The events of run A, in outbox order, carry the totals after each of its reports.
         let payloads: Vec<String> =
-            sqlx::query_scalar("SELECT payload::text FROM outbox WHERE op_run_id = $1 ORDER BY id")
+            sqlx::query_scalar(
+                "SELECT payload::text FROM outbox WHERE op_run_id = $1 AND event_type = 'reported' ORDER BY id",
+            )
                 .bind(a)
                 .fetch_all(&pool)
                 .await
@@ -507,11 +334,10 @@ mod tests {
             },
             Arc::new(Notify::new()),
         );
-        let delta = CountDelta {
-            good_delta: 4,
-            scrap_delta: 0,
-        };
-        assert_eq!(batcher.report(b, delta, now).await.unwrap().good_units, 9);
+        assert_eq!(
+            batcher.report(job(b, 4, 0, now)).await.unwrap().good_units,
+            9
+        );
         pool.close().await;
     }
 }

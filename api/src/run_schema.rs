@@ -6,28 +6,28 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::run_store::{DowntimeRow, RunRow};
+use crate::domain::values::{ID_PATTERN, MAX_COUNT, MAX_ID_BYTES, MAX_NOTE_BYTES, MAX_SECONDS};
+use crate::domain::{self, Count, CycleTime, Ident, Note, RunStatus, Seconds};
+use crate::store::runs::DowntimeRow;
 
 /// `POST /op_run/start` body (the seed's fields plus optional `started_at`, `site_id`, `op_run_id`).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartRun {
-    #[schema(example = "WO123")]
-    pub work_order_id: String,
-    #[schema(example = "OP10")]
-    pub operation_id: String,
-    #[schema(example = "SMT01")]
-    pub resource_id: String,
+    #[schema(inline, example = "WO123")]
+    pub work_order_id: Ident,
+    #[schema(inline, example = "OP10")]
+    pub operation_id: Ident,
+    #[schema(inline, example = "SMT01")]
+    pub resource_id: Ident,
     /// Planned duration of the run in seconds (informational; OEE uses the real interval).
-    #[schema(example = 14400)]
-    pub planned_seconds: Option<f64>,
+    pub planned_seconds: Option<Seconds>,
     /// Ideal cycle time per unit in seconds (ISO 22400-2 PRU); needed for performance and OEE.
-    #[schema(example = 1.5)]
-    pub ideal_cycle_time_s: Option<f64>,
-    /// When the run started; default now.
+    pub ideal_cycle_time_s: Option<CycleTime>,
+    /// When the run started; default now. At most 5 minutes ahead of the server's clock.
     pub started_at: Option<DateTime<Utc>>,
     /// The site; default the resource's site, else the server's default site.
-    pub site_id: Option<String>,
+    pub site_id: Option<Ident>,
     /// A client-chosen run id (UUID); default a new UUID v7.
     pub op_run_id: Option<Uuid>,
 }
@@ -37,10 +37,10 @@ pub struct StartRun {
 #[serde(deny_unknown_fields)]
 pub struct ReportCounts {
     pub op_run_id: Uuid,
-    #[schema(example = 10, minimum = 0)]
-    pub good_delta: i64,
-    #[schema(example = 1, minimum = 0)]
-    pub scrap_delta: i64,
+    #[schema(inline, example = 10)]
+    pub good_delta: Count,
+    #[schema(inline, example = 1)]
+    pub scrap_delta: Count,
     /// When the units were made; default now. Counts belong to the shift of this time.
     pub at: Option<DateTime<Utc>>,
 }
@@ -51,11 +51,12 @@ pub struct ReportCounts {
 pub struct PauseRun {
     pub op_run_id: Uuid,
     /// A code from table `downtime_reasons` (e.g. `breakdown`, `changeover`, `minor_stop`).
-    #[schema(example = "breakdown")]
-    pub reason_code: String,
+    #[schema(inline, example = "breakdown")]
+    pub reason_code: Ident,
     /// When the stop began; default now.
     pub at: Option<DateTime<Utc>>,
-    pub note: Option<String>,
+    /// Free text; line breaks and tabs allowed, no other control characters.
+    pub note: Option<Note>,
 }
 
 /// `POST /op_run/resume` body: closes the open downtime.
@@ -74,10 +75,8 @@ pub struct CompleteRun {
     pub op_run_id: Uuid,
     /// Final good total; must not be below what was reported. The difference is recorded as a
     /// count at `ended_at`.
-    #[schema(example = 780)]
-    pub good_units: Option<i64>,
-    #[schema(example = 20)]
-    pub scrap_units: Option<i64>,
+    pub good_units: Option<Count>,
+    pub scrap_units: Option<Count>,
     /// When the run ended; default now.
     pub ended_at: Option<DateTime<Utc>>,
 }
@@ -99,8 +98,8 @@ pub struct Run {
     pub operation_id: String,
     pub resource_id: String,
     pub site_id: Option<String>,
-    /// `running`, `paused`, `completed` or `aborted`.
-    pub status: String,
+    #[schema(value_type = RunStatusName)]
+    pub status: RunStatus,
     pub started_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
     pub planned_seconds: Option<f64>,
@@ -110,8 +109,19 @@ pub struct Run {
     pub scrap_units: i64,
 }
 
-impl From<RunRow> for Run {
-    fn from(r: RunRow) -> Self {
+/// Where a run is in its lifecycle (the OpenAPI name of [`RunStatus`]'s values).
+#[derive(Serialize, ToSchema)]
+#[schema(as = RunStatus)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatusName {
+    Running,
+    Paused,
+    Completed,
+    Aborted,
+}
+
+impl From<domain::Run> for Run {
+    fn from(r: domain::Run) -> Self {
         Self {
             op_run_id: r.op_run_id,
             work_order_id: r.work_order_id,
@@ -143,6 +153,21 @@ pub struct Downtime {
     pub note: Option<String>,
 }
 
+impl StartRun {
+    pub fn into_domain(self) -> domain::Start {
+        domain::Start {
+            op_run_id: self.op_run_id,
+            work_order_id: self.work_order_id,
+            operation_id: self.operation_id,
+            resource_id: self.resource_id,
+            site_id: self.site_id,
+            started_at: self.started_at,
+            planned_seconds: self.planned_seconds,
+            ideal_cycle_time_s: self.ideal_cycle_time_s,
+        }
+    }
+}
+
 impl From<DowntimeRow> for Downtime {
     fn from(d: DowntimeRow) -> Self {
         Self {
@@ -170,3 +195,69 @@ pub struct RunDetail {
 pub struct ActiveRuns {
     pub runs: Vec<Run>,
 }
+
+/// The OpenAPI schema of a domain value: the same limits the value's own check enforces.
+macro_rules! value_schema {
+    ($ty:ty, $doc:expr, $builder:expr) => {
+        impl utoipa::PartialSchema for $ty {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                let b: utoipa::openapi::ObjectBuilder = $builder;
+                b.description(Some($doc)).into()
+            }
+        }
+        impl ToSchema for $ty {}
+    };
+}
+
+fn string() -> utoipa::openapi::ObjectBuilder {
+    utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::schema::Type::String)
+}
+
+fn integer() -> utoipa::openapi::ObjectBuilder {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Integer)
+        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+            utoipa::openapi::KnownFormat::Int64,
+        )))
+}
+
+fn number() -> utoipa::openapi::ObjectBuilder {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Number)
+        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+            utoipa::openapi::KnownFormat::Double,
+        )))
+}
+
+value_schema!(
+    Ident,
+    "An identifier: 1 to 128 bytes, not only white space, no control characters.",
+    string()
+        .min_length(Some(1))
+        .max_length(Some(MAX_ID_BYTES))
+        .pattern(Some(ID_PATTERN))
+);
+value_schema!(
+    Note,
+    "Free text of at most 1024 bytes; line breaks and tabs, no other control characters.",
+    string().max_length(Some(MAX_NOTE_BYTES)).pattern(Some(
+        r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    ))
+);
+value_schema!(
+    Count,
+    "A count of units, 0 to 10^9.",
+    integer().minimum(Some(0)).maximum(Some(MAX_COUNT))
+);
+value_schema!(
+    Seconds,
+    "A duration in seconds, 0 to 10^9.",
+    number().minimum(Some(0)).maximum(Some(MAX_SECONDS))
+);
+value_schema!(
+    CycleTime,
+    "A cycle time in seconds, above 0 and at most 10^9.",
+    number()
+        .exclusive_minimum(Some(0))
+        .maximum(Some(MAX_SECONDS))
+);

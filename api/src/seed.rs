@@ -4,69 +4,81 @@
 //! API, so it also emits its run events. A command, not a migration: production databases are
 //! never seeded by accident.
 
-use chrono::{Duration, SubsecRound, Utc};
-use protocol::run_event::{CountDelta, RunEventType};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::run_store::{self, NewRun};
+use crate::domain::{self, Command, Count, CycleTime, Ending, Ident, Note, Seconds};
+use crate::store::{reports, runs, StoreError};
 
-/// Creates the demo run (completed) and returns its id. Refused (an exclusion violation) if
-/// SMT01 already has a run in those four hours.
-pub async fn demo_run(pool: &PgPool, site: &str) -> Result<Uuid, sqlx::Error> {
+/// Creates the demo run (completed) and returns its id. Refused (an overlap) if SMT01 already
+/// has a run in those four hours.
+pub async fn demo_run(pool: &PgPool, site: &str) -> Result<Uuid, StoreError> {
     let end = Utc::now().trunc_subsecs(0);
     let start = end - Duration::hours(4);
+    let id = |s: &str| {
+        Ident::parse(s).map_err(|e| StoreError::Database(sqlx::Error::Protocol(e.to_string())))
+    };
+    let request = domain::Start {
+        op_run_id: None,
+        work_order_id: id("WO123")?,
+        operation_id: id("OP10")?,
+        resource_id: id("SMT01")?,
+        site_id: None,
+        started_at: Some(start),
+        planned_seconds: Seconds::new(14_400.0).ok(),
+        ideal_cycle_time_s: CycleTime::new(1.5).ok(),
+    };
     let mut tx = pool.begin().await?;
-    let mut run = run_store::insert_run(
-        &mut tx,
-        &NewRun {
-            op_run_id: Uuid::now_v7(),
-            work_order_id: "WO123",
-            operation_id: "OP10",
-            resource_id: "SMT01",
-            site_id: None,
-            default_site: site,
-            started_at: start,
-            planned_seconds: Some(14_400.0),
-            ideal_cycle_time_s: Some(1.5),
-        },
-    )
-    .await
-    .map_err(to_sqlx)?;
-    let ev = run_store::event(&run, site, RunEventType::Started, start, None, None);
-    run_store::insert_event(&mut tx, &ev)
-        .await
-        .map_err(to_sqlx)?;
+    let transition = domain::start(&request, end)?;
+    let run = runs::write_start(&mut tx, transition, site).await?;
+    let count = |n| Count::new(n).unwrap_or(Count::ZERO);
     for i in 1..=8 {
-        let at = start + Duration::minutes(30 * i);
-        let delta = CountDelta {
-            good_delta: if i >= 7 { 99 } else { 97 },
-            scrap_delta: if i <= 4 { 3 } else { 2 },
+        let job = reports::ReportJob {
+            op_run_id: run.op_run_id,
+            good_delta: count(if i >= 7 { 99 } else { 97 }),
+            scrap_delta: count(if i <= 4 { 3 } else { 2 }),
+            at: Some(start + Duration::minutes(30 * i)),
+            received: end,
         };
-        run = run_store::report(&mut tx, run.op_run_id, delta, at, site)
-            .await
-            .map_err(to_sqlx)?;
+        for answer in reports::write(&mut tx, &[job], site).await? {
+            answer?;
+        }
     }
     let stop = start + Duration::minutes(100);
-    let dt = run_store::insert_downtime(&mut tx, run.op_run_id, "breakdown", stop, Some("demo"))
-        .await
-        .map_err(to_sqlx)?;
-    run_store::close_downtime(&mut tx, dt, stop + Duration::minutes(15))
-        .await
-        .map_err(to_sqlx)?;
-    run.status = "completed".to_owned();
-    run.ended_at = Some(end);
-    run_store::update_run(&mut tx, &run)
-        .await
-        .map_err(to_sqlx)?;
-    let ev = run_store::event(&run, site, RunEventType::Completed, end, None, None);
-    run_store::insert_event(&mut tx, &ev)
-        .await
-        .map_err(to_sqlx)?;
+    let pause = Command::Pause {
+        reason_code: id("breakdown")?,
+        reason: runs::reason(&mut tx, "breakdown").await?,
+        at: Some(stop),
+        note: Note::parse("demo").ok(),
+    };
+    step(&mut tx, run.op_run_id, pause, end, site).await?;
+    let resume = Command::Resume {
+        at: Some(stop + Duration::minutes(15)),
+    };
+    step(&mut tx, run.op_run_id, resume, end, site).await?;
+    let complete = Command::End {
+        ending: Ending::Complete {
+            good_units: None,
+            scrap_units: None,
+        },
+        at: Some(end),
+    };
+    step(&mut tx, run.op_run_id, complete, end, site).await?;
     tx.commit().await?;
     Ok(run.op_run_id)
 }
 
-fn to_sqlx(e: crate::error::ApiError) -> sqlx::Error {
-    sqlx::Error::Protocol(e.to_string())
+/// One lifecycle change, as the API makes it.
+async fn step(
+    tx: &mut sqlx::PgConnection,
+    id: Uuid,
+    command: Command,
+    now: DateTime<Utc>,
+    site: &str,
+) -> Result<(), StoreError> {
+    let state = runs::lock(tx, id).await?;
+    let transition = domain::decide(&state, command, now)?;
+    runs::write(tx, transition, site).await?;
+    Ok(())
 }

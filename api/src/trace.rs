@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use crate::error::{ApiError, Problem};
 use crate::run_schema::{Downtime, Run};
-use crate::run_store::{self, DowntimeRow};
 use crate::state::AppState;
+use crate::store::runs::{self as run_store, DowntimeRow};
 
 /// Readings of one sensor during one run.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
