@@ -36,7 +36,9 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
 }
 
 /// Creates the default site with `time_zone` if it does not exist yet; an existing site keeps
-/// its own zone. A site created here gets the seed's shift calendar (Night, Day, Evening).
+/// its own zone and calendar. A site created here gets the seed's shift calendar (Night, Day,
+/// Evening). No migration creates a site (sites are plant data), so this is how a fresh database
+/// gets its first one.
 #[instrument(skip(pool), err)]
 pub async fn ensure_site(pool: &PgPool, site_id: &str, time_zone: &str) -> Result<(), DbError> {
     sqlx::query("SELECT edge_mes_ensure_site($1, $2)")

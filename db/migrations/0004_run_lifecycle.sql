@@ -1,21 +1,6 @@
 -- Run lifecycle for mes-api: time-stamped count reports, downtime with reason codes, idempotent
--- POSTs and the transactional outbox of run events. Extends 0003 (never edits it).
-
--- A run's site (resources.site_id may be NULL or change later; the run keeps where it ran).
-ALTER TABLE op_run ADD COLUMN site_id text REFERENCES sites (site_id);
-ALTER TABLE op_run ADD COLUMN created_at timestamptz NOT NULL DEFAULT now();
-ALTER TABLE op_run ADD COLUMN updated_at timestamptz NOT NULL DEFAULT now();
-
--- One run per resource at a time: the database refuses overlapping runs, so planned time is never
--- counted twice. An open run occupies its resource until it ends.
-ALTER TABLE op_run ADD CONSTRAINT op_run_no_overlap EXCLUDE USING gist (
-    resource_id WITH =,
-    tstzrange(started_at, coalesce(ended_at, 'infinity'::timestamptz), '[)') WITH &&
-);
-CREATE INDEX op_run_active ON op_run (started_at) WHERE status IN ('running', 'paused');
-CREATE INDEX op_run_span ON op_run USING gist (
-    tstzrange(started_at, coalesce(ended_at, 'infinity'::timestamptz), '[)')
-);
+-- POSTs and the transactional outbox of run events. The default reason codes are in the next
+-- migration (documented defaults a plant may edit).
 
 -- Count reports: each POST /op_run/report is one row at its own time `at`, so counts belong to the
 -- shift they were reported in. kind 'final' rows are the adjustment a complete with final
@@ -50,17 +35,6 @@ CREATE TABLE downtime_reasons (
 COMMENT ON TABLE downtime_reasons IS
     'Reason codes for POST /op_run/pause: planned or unplanned, and the OEE loss bucket (availability, performance, excluded from planned time). Edit freely; views read it at query time.';
 
-INSERT INTO downtime_reasons (reason_code, description, planned, loss_bucket, is_failure) VALUES
-    ('breakdown',           'Equipment failure',                      false, 'availability', true),
-    ('material_shortage',   'Waiting for material',                   false, 'availability', false),
-    ('quality_hold',        'Stopped for a quality check',            false, 'availability', false),
-    ('minor_stop',          'Short stop (jam, sensor trip)',          false, 'performance',  false),
-    ('changeover',          'Product changeover / setup',             true,  'availability', false),
-    ('planned_maintenance', 'Scheduled maintenance',                  true,  'excluded',     false),
-    ('break',               'Unscheduled break taken during the run', true,  'excluded',     false),
-    ('no_order',            'No order to run',                        true,  'excluded',     false)
-ON CONFLICT (reason_code) DO NOTHING;
-
 CREATE TABLE op_run_downtime (
     id          bigserial   PRIMARY KEY,
     op_run_id   uuid        NOT NULL REFERENCES op_run (op_run_id),
@@ -78,6 +52,9 @@ CREATE TABLE op_run_downtime (
 CREATE INDEX op_run_downtime_run ON op_run_downtime (op_run_id, started_at);
 -- At most one open downtime per run.
 CREATE UNIQUE INDEX op_run_downtime_one_open ON op_run_downtime (op_run_id) WHERE ended_at IS NULL;
+-- A run's downtimes by time span, for the OEE elements.
+CREATE INDEX op_run_downtime_span ON op_run_downtime USING gist (
+    op_run_id, tstzrange(started_at, coalesce(ended_at, 'infinity'::timestamptz), '[)'));
 
 -- Idempotency-Key answers: stored in the same transaction as the change they answer.
 CREATE TABLE idempotency_keys (
@@ -106,23 +83,3 @@ CREATE INDEX outbox_unsent ON outbox (id) WHERE sent_at IS NULL;
 CREATE INDEX outbox_sent_at ON outbox (sent_at) WHERE sent_at IS NOT NULL;
 COMMENT ON TABLE outbox IS
     'Run events (protocol::RunEvent JSON, schema_version 1) waiting for or already published to JetStream stream OP_RUN.';
-
--- Wakes the relay at commit (one notification per transaction; payload-free so they coalesce).
-CREATE FUNCTION edge_mes_outbox_notify() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('edge_mes_outbox', '');
-    RETURN NULL;
-END $$;
-CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
-    FOR EACH STATEMENT EXECUTE FUNCTION edge_mes_outbox_notify();
-
--- Creates a site with its time zone if missing (an existing site keeps its zone). Later
--- migrations extend it (default shift calendar).
-CREATE FUNCTION edge_mes_ensure_site(p_site text, p_time_zone text) RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM now() AT TIME ZONE p_time_zone; -- refuses an unknown zone
-    INSERT INTO sites (site_id, time_zone) VALUES (p_site, p_time_zone)
-    ON CONFLICT (site_id) DO NOTHING;
-END $$;

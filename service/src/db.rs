@@ -1,16 +1,51 @@
 //! PostgreSQL set-up shared by ingest-worker and mes-api: both own the schema in
 //! `db/migrations`, either may start first, and several replicas may start at once.
+//!
+//! # The legacy migration history
+//! Until issue 12, `db/migrations` held eight files (`0001_readings` … `0008_outbox_no_notify`)
+//! that mixed concerns and seeded plant data. They were rewritten as files with one concern each
+//! (versions 1..=[`REBASELINED_THROUGH`]) whose result is the same schema, object by object (the
+//! service crate's `migrations` test compares them). A database created by an earlier release
+//! records versions 1..=8 with the old files' checksums, which sqlx would refuse. [`migrate`]
+//! recognises exactly that history and rebaselines it: under sqlx's migration lock, in one
+//! transaction, it removes the eight old records and records the new versions as applied, then
+//! migrates as usual. Any other history this release cannot continue from is refused with
+//! [`UnknownHistory`], never rebaselined by guess.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::migrate::{Migrate, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgPool};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use thiserror::Error;
-use tracing::{info, instrument};
+use tracing::{info, instrument, warn};
 
 /// The migrations in `db/migrations`, embedded at build time (tests compare against it).
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../db/migrations");
+pub static MIGRATOR: Migrator = sqlx::migrate!("../db/migrations");
+
+/// The history a database created before issue 12 records: version and checksum of each
+/// migration file of that layout. The checksum is what sqlx stores in `_sqlx_migrations`, the
+/// SHA-384 of the file's bytes, here in hex: `sha384sum` of the files as released (the last
+/// commit before the split, afef5a1), which are kept unchanged only as a test fixture in
+/// `service/tests/fixtures/legacy-migrations/` (a test checks these constants against them).
+/// Never edit: they identify databases in the field.
+pub const LEGACY_HISTORY: [(i64, &str); 8] = [
+    (1, "92647451899d8bca963756f73fdb32fc6a366bb76fb1fa75093f2c30c08de1da67e10d07c3ec5c6fc2e2cfb2fdc8044e"),
+    (2, "baf0720e94bee6f21a7ffb21a51f821fc66c2b980c18bc11eafc6023c9c912341d522b26764850a7dd91abec66273aa7"),
+    (3, "c432a0eb8642b479af9480072fb859d33fe995d47c726c379d558f491d7314216922169d46db6dc2ea1c381fd5adfdfd"),
+    (4, "2fa151e69bafc96f102f610eecd776e9816668d43277c95441dcdd7bf7658e4c30d61133c24086591ad92c3718ec0f00"),
+    (5, "47bb78f3dfe8e8b5b1ce19bb2713c46fb9b733a8cbeb52969dbc4f3bf5dd11001f1803e0a1eec8bb345f0dba4173dd3f"),
+    (6, "8f99745e18a7e5429a342a13d035b995c6aca6336979c23d88fc53d01b8e4d14a53bdf218dacecbdfb3f7186a0f03864"),
+    (7, "5fa412ee8cb24a93cfd4b59dc9dd1ed30dcc4f302e01162317255ebbfc1988aa8efbd86581f81573527095775b5bf745"),
+    (8, "008013ee704f8ccc62cb74d7872045e9ed2d651c3777e471a53850df1b137de161e3bca2b19ec96c496f60fe60b52e8e"),
+];
+
+/// The current migrations 1..=this produce the schema of the legacy history: a rebaselined
+/// database records exactly these as applied and gets every later one applied as usual. Never
+/// change it when adding a migration.
+pub const REBASELINED_THROUGH: i64 = 10;
 
 #[derive(Debug, Error)]
 pub enum DbSetupError {
@@ -26,6 +61,35 @@ pub enum DbSetupError {
     },
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot read or rebaseline the migration history: {0}")]
+    History(#[source] sqlx::Error),
+    #[error(transparent)]
+    UnknownHistory(#[from] UnknownHistory),
+}
+
+/// A `_sqlx_migrations` history this release cannot continue from. Nothing was changed: the
+/// database needs a person, not a guess.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum UnknownHistory {
+    /// Migrations of the layout before issue 12 are applied, but not exactly versions 1..=8,
+    /// the only legacy history whose schema is known.
+    #[error(
+        "the database has the migration history of a release before the migrations were split \
+         by concern, but not exactly versions 1..=8 all applied (found {versions:?}); only that \
+         history can be rebaselined: complete it with the release that created the database, \
+         then start this one"
+    )]
+    IncompleteLegacy { versions: Vec<i64> },
+    /// A migration was applied from a file that is neither this release's nor the legacy one.
+    #[error(
+        "migration {version} was applied from a file with checksum {checksum:.16}…, which is \
+         neither this release's nor the legacy layout's; refusing to guess the schema"
+    )]
+    ChecksumMismatch { version: i64, checksum: String },
+    /// The legacy records changed between reading and rebaselining them (a migrator that does
+    /// not take sqlx's lock?); the rebaseline was rolled back.
+    #[error("the legacy migration history changed while it was being rebaselined; rolled back")]
+    ChangedDuringRebaseline,
 }
 
 /// Pool settings of a binary.
@@ -99,13 +163,286 @@ async fn create_database(options: &PgConnectOptions) -> Result<(), DbSetupError>
     Ok(())
 }
 
-/// Applies pending migrations of `db/migrations` (embedded at build time). sqlx holds an
-/// advisory lock meanwhile, so replicas starting together apply them once. Migrations this
-/// binary does not know (applied by a newer binary during a rolling upgrade) are tolerated.
+/// Applies pending migrations of `db/migrations` (embedded at build time), after rebaselining a
+/// database at the legacy history (see the module docs). It holds sqlx's migration lock
+/// meanwhile, so replicas starting together rebaseline and apply once. Migrations this binary
+/// does not know (applied by a newer binary during a rolling upgrade) are tolerated.
 #[instrument(skip_all, err)]
 pub async fn migrate(pool: &PgPool) -> Result<(), DbSetupError> {
+    let mut conn = pool.acquire().await.map_err(DbSetupError::Connect)?;
+    // The lock sqlx's migrator takes (an advisory lock keyed on the database name), taken here so
+    // that reading, rebaselining and migrating are one critical section on one session.
+    conn.lock().await?;
+    let result = migrate_locked(&mut conn).await;
+    if let Err(e) = conn.unlock().await {
+        // Closing the session releases the lock; never hand it back to the pool holding it.
+        warn!(error = %e, "cannot release the migration lock; closing the connection");
+        let _ = conn.detach().close().await;
+        result?;
+        return Err(e.into());
+    }
+    result
+}
+
+async fn migrate_locked(conn: &mut PgConnection) -> Result<(), DbSetupError> {
+    conn.ensure_migrations_table().await?;
+    let applied = applied_history(conn).await?;
+    let current: Vec<(i64, String)> = MIGRATOR
+        .iter()
+        .map(|m| (m.version, hex(&m.checksum)))
+        .collect();
+    if classify(&applied, &current)? == History::Legacy {
+        rebaseline(conn).await?;
+    }
     let mut migrator = sqlx::migrate!("../db/migrations");
     migrator.set_ignore_missing(true);
-    migrator.run(pool).await?;
+    // `migrate` holds the lock.
+    migrator.set_locking(false);
+    // `run_direct`, not `run`: `run` takes an `Acquire`, whose lifetime bound makes the future of
+    // `migrate` not `Send` (sqlx marks `run_direct` as the way around that).
+    migrator.run_direct(conn).await?;
     Ok(())
+}
+
+/// One row of `_sqlx_migrations`, checksum in hex.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+struct AppliedMigration {
+    version: i64,
+    checksum: String,
+    success: bool,
+}
+
+async fn applied_history(conn: &mut PgConnection) -> Result<Vec<AppliedMigration>, DbSetupError> {
+    sqlx::query_as(
+        "SELECT version, encode(checksum, 'hex') AS checksum, success \
+         FROM _sqlx_migrations ORDER BY version",
+    )
+    .fetch_all(conn)
+    .await
+    .map_err(DbSetupError::History)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum History {
+    /// Empty, or a prefix of the current migrations (plus a newer binary's): sqlx continues.
+    Continue,
+    /// Exactly the legacy versions 1..=8: rebaseline, then continue.
+    Legacy,
+}
+
+/// What `applied` (ordered by version) is, given the `current` migrations' versions and hex
+/// checksums.
+fn classify(
+    applied: &[AppliedMigration],
+    current: &[(i64, String)],
+) -> Result<History, UnknownHistory> {
+    let is_legacy = applied.len() == LEGACY_HISTORY.len()
+        && applied
+            .iter()
+            .zip(LEGACY_HISTORY)
+            .all(|(a, (version, checksum))| {
+                a.success && a.version == version && a.checksum == checksum
+            });
+    if is_legacy {
+        return Ok(History::Legacy);
+    }
+    let current: HashMap<i64, &str> = current.iter().map(|(v, c)| (*v, c.as_str())).collect();
+    for a in applied {
+        match current.get(&a.version) {
+            // A newer binary's migration, or one of ours as this release has it.
+            None => {}
+            Some(expected) if *expected == a.checksum => {}
+            Some(_) if legacy_checksum(a.version) == Some(a.checksum.as_str()) => {
+                return Err(UnknownHistory::IncompleteLegacy {
+                    versions: applied.iter().map(|a| a.version).collect(),
+                })
+            }
+            Some(_) => {
+                return Err(UnknownHistory::ChecksumMismatch {
+                    version: a.version,
+                    checksum: a.checksum.clone(),
+                })
+            }
+        }
+    }
+    Ok(History::Continue)
+}
+
+fn legacy_checksum(version: i64) -> Option<&'static str> {
+    LEGACY_HISTORY
+        .iter()
+        .find(|(v, _)| *v == version)
+        .map(|(_, c)| *c)
+}
+
+/// Replaces the legacy records by the current migrations 1..=[`REBASELINED_THROUGH`], recorded as
+/// sqlx records an applied migration (description, checksum, success), in one transaction.
+async fn rebaseline(conn: &mut PgConnection) -> Result<(), DbSetupError> {
+    let mut tx = conn.begin().await.map_err(DbSetupError::History)?;
+    let (versions, checksums): (Vec<i64>, Vec<&str>) = LEGACY_HISTORY.iter().copied().unzip();
+    let removed = sqlx::query(
+        "DELETE FROM _sqlx_migrations m \
+         USING unnest($1::int8[], $2::text[]) AS legacy (version, checksum) \
+         WHERE m.version = legacy.version AND m.checksum = decode(legacy.checksum, 'hex') \
+           AND m.success",
+    )
+    .bind(&versions)
+    .bind(&checksums)
+    .execute(&mut *tx)
+    .await
+    .map_err(DbSetupError::History)?
+    .rows_affected();
+    if removed != LEGACY_HISTORY.len() as u64 {
+        return Err(UnknownHistory::ChangedDuringRebaseline.into());
+    }
+    for m in MIGRATOR
+        .iter()
+        .filter(|m| m.version <= REBASELINED_THROUGH && !m.migration_type.is_down_migration())
+    {
+        // Nothing was executed: execution_time (nanoseconds) 0.
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES ($1, $2, TRUE, $3, 0)",
+        )
+        .bind(m.version)
+        .bind(&*m.description)
+        .bind(&*m.checksum)
+        .execute(&mut *tx)
+        .await
+        .map_err(DbSetupError::History)?;
+    }
+    tx.commit().await.map_err(DbSetupError::History)?;
+    info!(
+        legacy_versions = LEGACY_HISTORY.len(),
+        recorded_through = REBASELINED_THROUGH,
+        "rebaselined the legacy migration history"
+    );
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn row(version: i64, checksum: &str) -> AppliedMigration {
+        AppliedMigration {
+            version,
+            checksum: checksum.to_owned(),
+            success: true,
+        }
+    }
+
+    fn legacy(versions: std::ops::RangeInclusive<i64>) -> Vec<AppliedMigration> {
+        LEGACY_HISTORY
+            .iter()
+            .filter(|(v, _)| versions.contains(v))
+            .map(|(v, c)| row(*v, c))
+            .collect()
+    }
+
+    fn current() -> Vec<(i64, String)> {
+        MIGRATOR
+            .iter()
+            .map(|m| (m.version, hex(&m.checksum)))
+            .collect()
+    }
+
+    fn current_rows(versions: std::ops::RangeInclusive<i64>) -> Vec<AppliedMigration> {
+        current()
+            .into_iter()
+            .filter(|(v, _)| versions.contains(v))
+            .map(|(v, c)| row(v, &c))
+            .collect()
+    }
+
+    #[test]
+    fn the_current_migrations_cover_the_rebaselined_versions_without_gaps() {
+        let versions: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
+        assert_eq!(
+            versions[..REBASELINED_THROUGH as usize],
+            (1..=REBASELINED_THROUGH).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn an_empty_history_continues() {
+        assert_eq!(classify(&[], &current()), Ok(History::Continue));
+    }
+
+    #[test]
+    fn exactly_the_legacy_history_is_rebaselined() {
+        assert_eq!(classify(&legacy(1..=8), &current()), Ok(History::Legacy));
+    }
+
+    #[test]
+    fn a_current_history_continues_also_with_a_newer_binarys_migrations() {
+        let mut applied = current_rows(1..=REBASELINED_THROUGH);
+        assert_eq!(classify(&applied, &current()), Ok(History::Continue));
+        applied.push(row(REBASELINED_THROUGH + 100, "ab"));
+        assert_eq!(classify(&applied, &current()), Ok(History::Continue));
+        assert_eq!(
+            classify(&current_rows(1..=4), &current()),
+            Ok(History::Continue)
+        );
+    }
+
+    #[test]
+    fn a_partly_applied_legacy_history_is_refused() {
+        assert_eq!(
+            classify(&legacy(1..=5), &current()),
+            Err(UnknownHistory::IncompleteLegacy {
+                versions: vec![1, 2, 3, 4, 5]
+            })
+        );
+    }
+
+    #[test]
+    fn a_legacy_history_of_only_the_unchanged_files_continues() {
+        // 0001 and 0002 kept their bytes, so legacy 1..=2 is also a current history.
+        assert_eq!(classify(&legacy(1..=2), &current()), Ok(History::Continue));
+    }
+
+    #[test]
+    fn a_legacy_history_with_a_failed_migration_is_refused() {
+        let mut applied = legacy(1..=8);
+        applied[5].success = false;
+        assert!(matches!(
+            classify(&applied, &current()),
+            Err(UnknownHistory::IncompleteLegacy { .. })
+        ));
+    }
+
+    #[test]
+    fn a_legacy_history_with_more_versions_is_refused() {
+        let mut applied = legacy(1..=8);
+        applied.push(row(9, &current()[8].1));
+        assert!(matches!(
+            classify(&applied, &current()),
+            Err(UnknownHistory::IncompleteLegacy { .. })
+        ));
+    }
+
+    #[test]
+    fn a_checksum_of_neither_layout_is_refused() {
+        let mut applied = current_rows(1..=REBASELINED_THROUGH);
+        applied[6].checksum = "00".repeat(48);
+        assert_eq!(
+            classify(&applied, &current()),
+            Err(UnknownHistory::ChecksumMismatch {
+                version: 7,
+                checksum: "00".repeat(48)
+            })
+        );
+    }
+
+    #[test]
+    fn hex_is_lowercase_two_digits_per_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xab]), "000fab");
+    }
 }
