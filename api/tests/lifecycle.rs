@@ -1,4 +1,6 @@
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use serde_json::json;
@@ -408,12 +410,13 @@ async fn concurrent_reports_all_count_and_complete_is_atomic_with_them() {
     // Complete while reports keep coming: every accepted report is in the final total, every
     // refused one (409) is not.
     let id2 = start_run(&app, seed_start("R-conc2")).await;
+    let accepted = Arc::new(AtomicI64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let app = app.clone();
         let id2 = id2.clone();
+        let accepted = accepted.clone();
         tasks.push(tokio::spawn(async move {
-            let mut accepted = 0i64;
             for _ in 0..50 {
                 let a = post(
                     &app,
@@ -422,21 +425,27 @@ async fn concurrent_reports_all_count_and_complete_is_atomic_with_them() {
                 )
                 .await;
                 match a.status {
-                    StatusCode::OK => accepted += 1,
+                    StatusCode::OK => {
+                        accepted.fetch_add(1, Ordering::SeqCst);
+                    }
                     StatusCode::CONFLICT => {}
                     other => panic!("unexpected {other}: {}", a.body),
                 }
             }
-            accepted
         }));
     }
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    wait_until(
+        "20 reports accepted before the completion",
+        Duration::from_secs(30),
+        || async { accepted.load(Ordering::SeqCst) >= 20 },
+    )
+    .await;
     let done = post(&app, "/op_run/complete", json!({"op_run_id":id2})).await;
     assert_eq!(done.status, StatusCode::OK);
-    let mut accepted = 0;
     for task in tasks {
-        accepted += task.await.unwrap();
+        task.await.unwrap();
     }
+    let accepted = accepted.load(Ordering::SeqCst);
     let final_good = done.body["good_units"].as_i64().unwrap();
     assert_eq!(
         final_good, accepted,

@@ -1,7 +1,7 @@
 //! OpenAPI coverage, health/ready/metrics, the demo seed and the binary's SIGTERM handling.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::Method;
 use mes_api::{AppState, Settings};
@@ -189,30 +189,29 @@ async fn binary_creates_its_database_serves_publishes_and_stops_on_sigterm() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some((200, _)) = http(port, "GET", "/ready", None).await {
-            break;
-        }
-        assert!(Instant::now() < deadline, "mes-api did not become ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(
+        "mes-api to answer /ready with 200",
+        Duration::from_secs(60),
+        || async { matches!(http(port, "GET", "/ready", None).await, Some((200, _))) },
+    )
+    .await;
     let (status, body) = http(port, "POST", "/op_run/start", Some(&json!({"work_order_id":"WO123","operation_id":"OP10","resource_id":"SMT01","planned_seconds":14400,"ideal_cycle_time_s":1.5}))).await.unwrap();
     assert_eq!(status, 201, "{body}");
 
     // The started event reaches the stream.
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     let names = protocol::OpRunNames::isolated(&name);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(mut stream) = js.get_stream(&names.stream).await {
-            if stream.info().await.unwrap().state.messages == 1 {
-                break;
+    wait_until(
+        "the started event on the stream",
+        Duration::from_secs(20),
+        || async {
+            match js.get_stream(&names.stream).await {
+                Ok(mut stream) => stream.info().await.unwrap().state.messages == 1,
+                Err(_) => false,
             }
-        }
-        assert!(Instant::now() < deadline, "event not published");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        },
+    )
+    .await;
 
     let pid = child.id().unwrap();
     let killed = std::process::Command::new("kill")

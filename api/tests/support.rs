@@ -1,4 +1,5 @@
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
@@ -177,4 +178,37 @@ pub async fn start_run(app: &Router, body: Value) -> String {
 
 pub async fn scalar_i64(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
+}
+
+/// Polls `poll` every 50 ms until it yields a value; panics after `within`, naming `what` it
+/// waited for.
+pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut poll: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = poll().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited {within:?} for {what}, in vain"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// [`wait_for`] a condition.
+pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    wait_for(what, within, || {
+        let holds = check();
+        async move { holds.await.then_some(()) }
+    })
+    .await
 }
