@@ -1,10 +1,11 @@
 //! The outbox relay against a private nats-server: delivery, order, NATS outage, republish.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt;
 use mes_api::relay::{self, RelaySettings};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use protocol::{OpRunNames, RunEvent};
 use serde_json::json;
 use sqlx::PgPool;
@@ -26,18 +27,53 @@ fn settings(names: &OpRunNames) -> RelaySettings {
     }
 }
 
+async fn unsent(pool: &PgPool) -> i64 {
+    scalar_i64(pool, "SELECT count(*) FROM outbox WHERE sent_at IS NULL").await
+}
+
 async fn wait_until_sent(pool: &PgPool, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let unsent = scalar_i64(pool, "SELECT count(*) FROM outbox WHERE sent_at IS NULL").await;
-        if unsent == 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {unsent} events still unsent"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    wait_until(
+        &format!("every outbox event marked sent ({what})"),
+        Duration::from_secs(30),
+        || async { unsent(pool).await == 0 },
+    )
+    .await;
+}
+
+/// The relay's metrics, recorded by this test alone: a recorder local to the test's thread (the
+/// runtime of `#[tokio::test]` is single-threaded, so the relay task records there too).
+struct RelayMetrics(PrometheusRecorder);
+
+impl RelayMetrics {
+    fn new() -> Self {
+        Self(PrometheusBuilder::new().build_recorder())
+    }
+
+    /// Records this thread's metrics here while the guard lives.
+    fn recording(&self) -> metrics::LocalRecorderGuard<'_> {
+        metrics::set_default_local_recorder(&self.0)
+    }
+
+    /// Relay rounds whose publish failed (`mes_api_relay_errors_total{kind="publish"}`).
+    fn publish_errors(&self) -> u64 {
+        let line = format!("{}{{kind=\"publish\"}} ", mes_api::metrics::RELAY_ERRORS);
+        self.0
+            .handle()
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    }
+
+    /// Waits until the relay has failed `rounds` more rounds after this call.
+    async fn wait_for_failed_rounds(&self, rounds: u64, what: &str) {
+        let target = self.publish_errors() + rounds;
+        wait_until(
+            &format!("{rounds} failed relay rounds ({what})"),
+            Duration::from_secs(30),
+            || async { self.publish_errors() >= target },
+        )
+        .await;
     }
 }
 
@@ -114,6 +150,8 @@ async fn events_wait_in_the_outbox_while_nats_is_down_and_arrive_once_in_order()
     let app = app(&t.pool);
     let mut nats = NatsServer::start().await.unwrap();
     let names = OpRunNames::isolated(&t.name);
+    let relay_metrics = RelayMetrics::new();
+    let _recording = relay_metrics.recording();
     let (stop, relay_task) = spawn_relay(&t.pool, &nats, &names).await;
 
     let id = start_run(&app, json!({"work_order_id":"WO1","operation_id":"OP10","resource_id":"SMT 01.a","ideal_cycle_time_s":1.0})).await;
@@ -166,12 +204,11 @@ async fn events_wait_in_the_outbox_while_nats_is_down_and_arrive_once_in_order()
         .status,
         200
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        scalar_i64(&t.pool, "SELECT count(*) FROM outbox WHERE sent_at IS NULL").await,
-        6,
-        "events wait while NATS is down"
-    );
+    // Two failed rounds after the last commit: the second began after it, so it read all six.
+    relay_metrics
+        .wait_for_failed_rounds(2, "publishing while NATS is down")
+        .await;
+    assert_eq!(unsent(&t.pool).await, 6, "events wait while NATS is down");
 
     nats.restart().await.unwrap();
     wait_until_sent(&t.pool, "after the restart").await;
@@ -291,6 +328,8 @@ async fn events_wait_in_the_outbox_while_the_servers_store_is_full() {
         .await
         .unwrap();
     let names = OpRunNames::isolated(&t.name);
+    let relay_metrics = RelayMetrics::new();
+    let _recording = relay_metrics.recording();
     let (stop, relay_task) = spawn_relay(&t.pool, &nats, &names).await;
     let id = start_run(
         &app,
@@ -309,24 +348,12 @@ async fn events_wait_in_the_outbox_while_the_servers_store_is_full() {
             "the API takes reports whatever NATS does"
         );
     }
-    // The store takes what fits; the rest waits. Poll until the relay has stopped making
-    // progress against the full store.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last = -1;
-    loop {
-        let unsent = scalar_i64(&t.pool, "SELECT count(*) FROM outbox WHERE sent_at IS NULL").await;
-        if unsent > 0 && unsent == last {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the relay kept publishing into a full store ({unsent} unsent)"
-        );
-        last = unsent;
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-    }
+    // The store takes what fits; the rest waits: the server refuses the relay's publishes.
+    relay_metrics
+        .wait_for_failed_rounds(2, "publishing into the full store")
+        .await;
     assert!(
-        last > 0,
+        unsent(&t.pool).await > 0,
         "events wait in the outbox while the store is full"
     );
 
