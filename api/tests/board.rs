@@ -160,6 +160,32 @@ impl SseClient {
         }
     }
 
+    /// Waits until the feed behind this stream hears run events from NATS (its subscription is
+    /// in place at the server): publishes a probe on the run-event subjects until a snapshot
+    /// follows. Only for feeds whose timer is too slow to matter ([`event_driven`]).
+    async fn until_hearing_nats(
+        &mut self,
+        nats: &async_nats::Client,
+        names: &OpRunNames,
+        what: &str,
+    ) {
+        let subject = names.subject("BKK", "PROBE", "probe");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            nats.publish(subject.clone(), "{}".into()).await.unwrap();
+            nats.flush().await.unwrap();
+            let heard = tokio::time::timeout(Duration::from_millis(200), self.read_snapshot());
+            if let Ok(snapshot) = heard.await {
+                assert!(snapshot.is_some(), "{what}: stream ended");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: the board feed did not hear a run event on NATS within 10 s"
+            );
+        }
+    }
+
     /// Snapshots until `accept` holds for one; returns it and how many were read.
     pub async fn until(
         &mut self,
@@ -452,12 +478,14 @@ async fn board_events_push_a_report_to_the_clients_of_every_replica_within_a_sec
     let b = Replica::start(&t.pool, &nats.url(), &names, event_driven(), false).await;
     let mut on_a = SseClient::connect(&a.app, "/board/events").await;
     let mut on_b = SseClient::connect(&b.app, "/board/events?site=BKK").await;
-    for client in [&mut on_a, &mut on_b] {
+    let probe = async_nats::connect(nats.url()).await.unwrap();
+    for (name, client) in [("A", &mut on_a), ("B", &mut on_b)] {
         let first = client.next_snapshot(Duration::from_secs(10)).await.unwrap();
         assert_eq!(first["resources"], json!([]), "a snapshot on connect");
+        client
+            .until_hearing_nats(&probe, &names, &format!("replica {name}"))
+            .await;
     }
-    // The subscription is set up before the first snapshot is read; make sure the server has it.
-    tokio::time::sleep(Duration::from_millis(200)).await;
 
     let id = start_run(
         &a.app,
