@@ -183,7 +183,7 @@ fn count_js(resource: &str, field: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn board_page_shows_new_counts_live_without_reload() {
-    let mut browser = Chromium::launch(WIDTH, HEIGHT).await;
+    let browser = Chromium::launch(WIDTH, HEIGHT).await;
 
     let t = db().await;
     let nats = testkit::nats_for_test().await.unwrap();
@@ -201,27 +201,23 @@ async fn board_page_shows_new_counts_live_without_reload() {
     ));
     furnish_the_floor(port, &t.pool).await;
 
-    let session = browser
-        .open(&format!("http://127.0.0.1:{port}/board"), WIDTH, HEIGHT)
+    browser
+        .navigate(&format!("http://127.0.0.1:{port}/board"))
         .await;
     browser
         .wait_for(
-            &session,
             "document.body.dataset.conn === 'live' && !!document.querySelector('[data-resource=\"SMT02\"]')",
             Duration::from_secs(20),
         )
         .await;
     assert_eq!(
-        browser.eval(&session, &count_js("SMT01", "good")).await,
+        browser.eval(&count_js("SMT01", "good")).await,
         json!("\u{2014}"),
         "SMT01 is idle: no run, no counts"
     );
     // Survives only if the page is never reloaded.
     browser
-        .eval(
-            &session,
-            "window.boardTestMarker = 'set before the run'; true",
-        )
+        .eval("window.boardTestMarker = 'set before the run'; true")
         .await;
 
     let run = post_ok(
@@ -234,7 +230,6 @@ async fn board_page_shows_new_counts_live_without_reload() {
     let id = run["op_run_id"].clone();
     browser
         .wait_for(
-            &session,
             &format!(
                 "{} === '0' && {} === '0'",
                 count_js("SMT01", "good"),
@@ -252,7 +247,6 @@ async fn board_page_shows_new_counts_live_without_reload() {
         .await;
         browser
             .wait_for(
-                &session,
                 &format!(
                     "{} === '{want_good}' && {} === '{want_scrap}'",
                     count_js("SMT01", "good"),
@@ -263,22 +257,18 @@ async fn board_page_shows_new_counts_live_without_reload() {
             .await;
     }
     assert_eq!(
-        browser.eval(&session, "window.boardTestMarker").await,
+        browser.eval("window.boardTestMarker").await,
         json!("set before the run"),
         "the page was reloaded"
     );
     assert_eq!(
         browser
-            .eval(
-                &session,
-                "performance.getEntriesByType('navigation').length"
-            )
+            .eval("performance.getEntriesByType('navigation').length")
             .await,
         json!(1)
     );
     let card = browser
         .eval(
-            &session,
             "(() => { const c = document.querySelector('[data-resource=\"SMT01\"]');
                       return [c.dataset.state, c.querySelector('[data-field=\"state\"]').textContent,
                               c.querySelector('[data-field=\"work-order\"]').textContent]; })()",
@@ -287,7 +277,6 @@ async fn board_page_shows_new_counts_live_without_reload() {
     assert_eq!(card, json!(["running", "RUNNING", "WO-4720 · OP10"]));
     let paused = browser
         .eval(
-            &session,
             "(() => { const c = document.querySelector('[data-resource=\"AOI01\"]');
                       return [c.dataset.state, c.querySelector('.run .label').textContent]; })()",
         )
@@ -300,9 +289,14 @@ async fn board_page_shows_new_counts_live_without_reload() {
         "{paused}"
     );
 
-    // Let the "changed" highlight fade before the picture.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let png = browser.screenshot(&session).await;
+    // The picture once the "changed" highlights have faded.
+    browser
+        .wait_for(
+            "!document.getAnimations().some(a => a.animationName === 'flash')",
+            Duration::from_secs(10),
+        )
+        .await;
+    let png = browser.screenshot().await;
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
     let dir = artifact_dir();
     std::fs::create_dir_all(&dir).unwrap();
@@ -317,7 +311,6 @@ async fn board_page_shows_new_counts_live_without_reload() {
     assert!(stopped.unwrap().is_ok());
     browser
         .wait_for(
-            &session,
             "document.body.dataset.conn === 'reconnecting'",
             Duration::from_secs(10),
         )
