@@ -5,6 +5,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts, StatusCode};
 use serde::de::DeserializeOwned;
 
+use crate::domain::Ident;
 use crate::error::ApiError;
 
 /// A JSON body: `application/json` (or `+json`) required, unknown fields refused by the types
@@ -145,6 +146,17 @@ impl QueryParams {
             .ok_or_else(|| ApiError::malformed(name, "required query parameter is missing"))
     }
 
+    /// An identifier (site, resource, sensor), if given: the same rule as in bodies, so no text
+    /// PostgreSQL cannot store (a NUL) reaches a query.
+    pub fn take_ident(&mut self, name: &str) -> Result<Option<Ident>, ApiError> {
+        self.take_parsed(name, |raw| Ident::parse(raw).map_err(|e| e.to_string()))
+    }
+
+    pub fn require_ident(&mut self, name: &str) -> Result<Ident, ApiError> {
+        self.take_ident(name)?
+            .ok_or_else(|| ApiError::malformed(name, "required query parameter is missing"))
+    }
+
     /// Parses `name` with `parse`, whose error text explains what was expected.
     pub fn take_parsed<T>(
         &mut self,
@@ -173,6 +185,11 @@ pub fn parse_timestamp(raw: &str) -> Result<chrono::DateTime<chrono::Utc>, Strin
     chrono::DateTime::parse_from_rfc3339(raw)
         .map(|t| t.with_timezone(&chrono::Utc))
         .map_err(|e| format!("expected an RFC 3339 timestamp with offset, got {raw:?} ({e})"))
+}
+
+/// An identifier in a path segment (see [`QueryParams::take_ident`]).
+pub fn parse_ident(field: &str, raw: &str) -> Result<Ident, ApiError> {
+    Ident::parse(raw).map_err(|e| ApiError::malformed(field, e.to_string()))
 }
 
 pub fn parse_uuid(field: &str, raw: &str) -> Result<uuid::Uuid, ApiError> {

@@ -100,8 +100,8 @@ pub async fn oee(
     State(state): State<AppState>,
     mut q: QueryParams,
 ) -> Result<Json<OeeReport>, ApiError> {
-    let site = q.take("site_id")?;
-    let resource = q.take("resource_id")?;
+    let site = q.take_ident("site_id")?.map(String::from);
+    let resource = q.take_ident("resource_id")?.map(String::from);
     let to = q
         .take_parsed("to", parse_timestamp)?
         .unwrap_or_else(Utc::now);

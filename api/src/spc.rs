@@ -214,8 +214,8 @@ pub async fn spc(
     State(state): State<AppState>,
     mut q: QueryParams,
 ) -> Result<Json<SpcReport>, ApiError> {
-    let resource_id = q.require("resource_id")?;
-    let sensor = q.require("sensor")?;
+    let resource_id = String::from(q.require_ident("resource_id")?);
+    let sensor = String::from(q.require_ident("sensor")?);
     let (from, to) = window(&mut q)?;
     let max_points = q
         .take_parsed("max_points", |raw| {

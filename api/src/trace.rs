@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::{ApiError, Problem};
+use crate::extract::parse_ident;
 use crate::run_schema::{Downtime, Run};
 use crate::state::AppState;
 use crate::store::runs::{self as run_store, DowntimeRow};
@@ -70,12 +71,7 @@ pub async fn work_order(
 ) -> Result<Json<WorkOrderTrace>, ApiError> {
     let Path(work_order_id) =
         path.map_err(|e| ApiError::malformed("work_order_id", e.body_text()))?;
-    if work_order_id.is_empty() || work_order_id.len() > 128 {
-        return Err(ApiError::malformed(
-            "work_order_id",
-            "must be 1 to 128 bytes",
-        ));
-    }
+    let work_order_id = String::from(parse_ident("work_order_id", &work_order_id)?);
     let mut tx = state.pool.begin().await?;
     let runs = run_store::runs_of_work_order(&mut tx, &work_order_id).await?;
     if runs.is_empty() {

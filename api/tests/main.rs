@@ -14,3 +14,4 @@ mod oee;
 mod ops;
 mod relay;
 mod support;
+mod sweep;

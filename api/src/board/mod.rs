@@ -235,7 +235,7 @@ pub async fn board_state(
     Extension(board): Extension<Board>,
     mut q: QueryParams,
 ) -> Result<Response, ApiError> {
-    let site = q.take("site")?;
+    let site = q.take_ident("site")?.map(String::from);
     q.finish()?;
     let snapshot = snapshot::load(
         &board.inner.pool,
@@ -259,7 +259,7 @@ pub async fn board_events(
     Extension(board): Extension<Board>,
     mut q: QueryParams,
 ) -> Result<Response, ApiError> {
-    let site = q.take("site")?;
+    let site = q.take_ident("site")?.map(String::from);
     q.finish()?;
     if let Some(site) = &site {
         if !snapshot::site_exists(&board.inner.pool, site).await? {

@@ -15,7 +15,8 @@
 //!                    └── abort ─────────┴── abort ─────► aborted     (final)
 //! ```
 //!
-//! Time rules (docs/api.md): a time more than [`MAX_CLOCK_SKEW`] ahead of the server is refused;
+//! Time rules (docs/api.md): a time more than [`MAX_CLOCK_SKEW`] ahead of the server, or before
+//! 2000-01-01, is refused;
 //! a report before the run's start, a pause before the start or before the end of the previous
 //! downtime, a resume before its pause, an end before the start, the latest count report, the end
 //! of the latest downtime or the open downtime's start are refused. Counts only grow: a report adds its deltas, a completion's
@@ -293,8 +294,15 @@ fn invalid(field: &'static str, detail: String) -> DomainError {
     DomainError::Invalid { field, detail }
 }
 
-/// A caller's time, or now; refused when further ahead of `now` than [`MAX_CLOCK_SKEW`]. `now`
-/// and caller times are at the database's precision (microseconds).
+/// The earliest time a caller may give: shop-floor data from before it is a wrong clock or a
+/// wrong field, and a run started in year 0 would make every shift query span two millennia.
+pub fn earliest_time() -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp(946_684_800, 0).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// A caller's time, or now; refused when further ahead of `now` than [`MAX_CLOCK_SKEW`] or before
+/// [`earliest_time`] (2000-01-01). `now` and caller times are at the database's precision
+/// (microseconds).
 pub fn time_or_now(
     field: &'static str,
     value: Option<DateTime<Utc>>,
@@ -302,6 +310,9 @@ pub fn time_or_now(
 ) -> Result<DateTime<Utc>, DomainError> {
     match value {
         None => Ok(now),
+        Some(t) if t < earliest_time() => {
+            Err(invalid(field, format!("{t} is before {}", earliest_time())))
+        }
         Some(t) if t > now + MAX_CLOCK_SKEW => Err(invalid(
             field,
             format!("{t} is in the future (server time {now})"),

@@ -17,14 +17,19 @@ pub const MAX_COUNT: i64 = 1_000_000_000;
 pub const MAX_SECONDS: f64 = 1e9;
 /// The pattern an identifier matches, as the OpenAPI document states it: at least one visible
 /// character, no control characters.
-pub const ID_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$";
+pub const ID_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*[^\s\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069][^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*$";
+
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
 
 /// Why a value was refused; the caller adds the field's name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct ValueError(pub String);
 
-/// An identifier: 1 to [`MAX_ID_BYTES`] bytes, not only white space, no control characters.
+/// An identifier: 1 to [`MAX_ID_BYTES`] bytes, not only white space, no control characters and
+/// no bidirectional overrides.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Ident(String);
@@ -40,6 +45,13 @@ impl Ident {
         }
         if value.chars().any(char::is_control) {
             return Err(ValueError("contains control characters".into()));
+        }
+        // Bidirectional overrides and isolates make an id display as another (SMT01 shown for
+        // 10TMS): refused, as in source code (CVE-2021-42574).
+        if value.chars().any(is_bidi_control) {
+            return Err(ValueError(
+                "contains bidirectional control characters".into(),
+            ));
         }
         Ok(Self(value))
     }
@@ -257,6 +269,9 @@ mod tests {
             "\u{a0}",
             "\u{2003}",
             "x\u{7f}",
+            "\u{202e}evil",
+            "a\u{2066}b",
+            "\u{200f}rtl-mark",
         ];
         for s in samples {
             assert_eq!(re.is_match(s), Ident::parse(s).is_ok(), "{s:?}");

@@ -277,6 +277,23 @@ fn time_rules() {
     };
     assert_eq!(invalid_field(decide(&s0, cmd, t(10)).unwrap_err()), "at");
     assert!(decide(&s0, report(1, 0, 14), t(10)).is_ok());
+    // Before 2000: a wrong clock, refused even where no other rule applies.
+    let mut early = Start {
+        op_run_id: None,
+        work_order_id: id("WO1"),
+        operation_id: id("OP10"),
+        resource_id: id("R"),
+        site_id: None,
+        started_at: Some(Utc.with_ymd_and_hms(1999, 12, 31, 23, 59, 59).unwrap()),
+        planned_seconds: None,
+        ideal_cycle_time_s: None,
+    };
+    assert_eq!(
+        invalid_field(start(&early, t(10)).unwrap_err()),
+        "started_at"
+    );
+    early.started_at = Some(earliest_time());
+    assert!(start(&early, t(10)).is_ok());
     // Before the start.
     assert_eq!(
         invalid_field(decide(&s0, report(1, 0, -1), t(10)).unwrap_err()),
