@@ -7,6 +7,7 @@
 mod bad_input;
 mod board;
 mod board_browser;
+mod event_contract;
 mod cdp;
 mod kpi;
 mod lifecycle;
