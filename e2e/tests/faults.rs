@@ -5,7 +5,9 @@ use chrono::{TimeZone, Utc};
 use testkit::data::{generate, Expected, GenSpec, ReadingGen};
 use testkit::{NatsHandle, NatsServer, PgHandle, PgServer};
 
-use crate::support::{eventually, sigterm, without_blanks, Stack};
+use crate::support::{
+    eventually, metric, metrics_addr, sigterm, stop_once_everything_landed, without_blanks, Stack,
+};
 
 fn lines(seed: u64, n: usize) -> Vec<String> {
     ReadingGen::new(
@@ -78,7 +80,11 @@ async fn rotation_and_copytruncate_while_writing_keep_every_line_once() {
     let all = lines(3, 9_000);
     let expected = expected_of(&all);
     let mut worker = stack.worker(&[]).spawn().unwrap();
-    let mut shipper = stack.shipper("rot", &[]).spawn().unwrap();
+    let (addr, metrics) = metrics_addr();
+    let mut shipper = stack
+        .shipper("rot", &["--metrics-addr", &addr])
+        .spawn()
+        .unwrap();
 
     let app = dir.join("app.jsonl");
     let chunks: Vec<&[String]> = all.chunks(100).collect();
@@ -108,6 +114,7 @@ async fn rotation_and_copytruncate_while_writing_keep_every_line_once() {
             std::fs::copy(&app, dir.join("app-2.jsonl")).unwrap();
             file.set_len(0).unwrap();
         }
+        // Pacing, not waiting: a live writer, so the shipper reads while the files rotate.
         tokio::time::sleep(Duration::from_millis(15)).await;
     }
     drop(file);
@@ -118,15 +125,8 @@ async fn rotation_and_copytruncate_while_writing_keep_every_line_once() {
         .await,
         "all lines arrive"
     );
-    // Give any late duplicate the chance to show up before counting exactly.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    sigterm(&shipper);
-    assert!(
-        shipper.wait().await.unwrap().success(),
-        "shipper stops cleanly on SIGTERM"
-    );
-    sigterm(&worker);
-    assert!(worker.wait().await.unwrap().success());
+    // A late duplicate would be in the count: nothing is left to ship or to load.
+    stop_once_everything_landed(&stack, &mut shipper, metrics, &mut worker).await;
     assert_eq!(stack.landed().await, without_blanks(&expected));
 }
 
@@ -233,7 +233,8 @@ async fn postgres_stopped_for_a_while_loses_and_doubles_nothing() {
     let all = lines(5, 12_000);
     let expected = expected_of(&all);
     let writer = testkit::data::append_lines_at_rate(dir.join("a.jsonl"), all, 3000);
-    let mut worker = stack.worker(&[]).spawn().unwrap();
+    let (addr, metrics) = metrics_addr();
+    let mut worker = stack.worker(&["--metrics-addr", &addr]).spawn().unwrap();
     let mut shipper = stack.shipper("live", &[]).spawn().unwrap();
     assert!(
         eventually(Duration::from_secs(30), || async {
@@ -245,7 +246,17 @@ async fn postgres_stopped_for_a_while_loses_and_doubles_nothing() {
         unreachable!()
     };
     server.stop().await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A while: until a load fails against the stopped server (the worker gives up on a
+    // connection after its 10 s acquire timeout) and its messages go back for redelivery.
+    let retries = r#"ingest_retries_total{kind="unavailable"}"#;
+    let before = metric(metrics, retries).await.unwrap_or(0.0);
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            metric(metrics, retries).await.is_some_and(|n| n > before)
+        })
+        .await,
+        "a load failed while PostgreSQL was down"
+    );
     let PgHandle::Private(server) = &mut stack.pg else {
         unreachable!()
     };

@@ -5,7 +5,9 @@ use std::time::Duration;
 use protocol::RejectReason;
 use testkit::data::{malformed_lines, Expected};
 
-use crate::support::{eventually, sigterm, without_blanks, Stack};
+use crate::support::{
+    eventually, metrics_addr, stop_once_everything_landed, without_blanks, Stack,
+};
 
 fn reading(i: usize) -> String {
     format!(
@@ -107,7 +109,11 @@ async fn file_deleted_while_being_read_is_shipped_whole() {
     let path = dir.join("doomed.jsonl");
     std::fs::write(&path, &content).unwrap();
     let mut worker = stack.worker(&[]).spawn().unwrap();
-    let mut shipper = stack.shipper("del", &[]).spawn().unwrap();
+    let (addr, metrics) = metrics_addr();
+    let mut shipper = stack
+        .shipper("del", &["--metrics-addr", &addr])
+        .spawn()
+        .unwrap();
     assert!(
         eventually(Duration::from_secs(30), || async {
             stack.readings().await > 0
@@ -122,10 +128,6 @@ async fn file_deleted_while_being_read_is_shipped_whole() {
         .await,
         "the open descriptor is read to the end"
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    sigterm(&shipper);
-    assert!(shipper.wait().await.unwrap().success());
-    sigterm(&worker);
-    assert!(worker.wait().await.unwrap().success());
+    stop_once_everything_landed(&stack, &mut shipper, metrics, &mut worker).await;
     assert_eq!(stack.readings().await, 200_000);
 }

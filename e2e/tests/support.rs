@@ -141,6 +141,21 @@ impl Stack {
         assert!(status.success(), "shipper exited with {status}");
     }
 
+    /// Messages in the READINGS stream, which holds (work-queue retention) what the worker has
+    /// not yet loaded and acknowledged.
+    pub async fn readings_in_stream(&self) -> u64 {
+        let js = async_nats::jetstream::new(async_nats::connect(self.nats.url()).await.unwrap());
+        let stream = protocol::Names::isolated(&self.tag).readings_stream;
+        js.get_stream(&stream)
+            .await
+            .unwrap()
+            .get_info()
+            .await
+            .unwrap()
+            .state
+            .messages
+    }
+
     pub async fn pool(&self) -> PgPool {
         PgPool::connect(&self.db_url).await.unwrap()
     }
@@ -210,6 +225,35 @@ pub async fn stop_cleanly(child: &mut Child) {
     assert!(status.success(), "exits 0 on SIGTERM, got {status}");
 }
 
+/// Stops a shipper and a worker once nothing more can land, so that a count taken after misses
+/// nothing: the shipper (metrics on `shipper_metrics`) has every byte of its files read and
+/// acknowledged, then stops; the worker has loaded all of it (the READINGS stream is empty), then
+/// stops. Each must exit 0.
+pub async fn stop_once_everything_landed(
+    stack: &Stack,
+    shipper: &mut Child,
+    shipper_metrics: u16,
+    worker: &mut Child,
+) {
+    // A gauge refreshed once per checkpoint interval.
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            metric(shipper_metrics, "edge_shipper_bytes_behind").await == Some(0.0)
+        })
+        .await,
+        "the shipper read and shipped all of its files"
+    );
+    stop_cleanly(shipper).await;
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            stack.readings_in_stream().await == 0
+        })
+        .await,
+        "the worker loaded everything in the stream"
+    );
+    stop_cleanly(worker).await;
+}
+
 /// Polls `check` until it holds or `timeout` passes; returns whether it held.
 pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
 where
@@ -232,16 +276,21 @@ pub fn copy_into(src: &Path, dst: &Path) {
 
 /// A JSON POST over a plain HTTP/1.0 connection; the status and body.
 pub async fn post(port: u16, path: &str, body: &str) -> (u16, String) {
-    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let req = format!(
-        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+    let head = format!(
+        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
-    conn.write_all(req.as_bytes()).await.unwrap();
+    http(port, &format!("{head}{body}")).await.unwrap()
+}
+
+/// One HTTP/1.0 request; the status and body, `None` when nothing listens.
+async fn http(port: u16, request: &str) -> Option<(u16, String)> {
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    conn.write_all(request.as_bytes()).await.ok()?;
     let mut answer = String::new();
-    conn.read_to_string(&mut answer).await.unwrap();
+    conn.read_to_string(&mut answer).await.ok()?;
     let status = answer
         .split_whitespace()
         .nth(1)
@@ -251,7 +300,23 @@ pub async fn post(port: u16, path: &str, body: &str) -> (u16, String) {
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
-    (status, body)
+    Some((status, body))
+}
+
+/// An address on a free port for a binary's `--metrics-addr`, and that port.
+pub fn metrics_addr() -> (String, u16) {
+    let port = testkit::nats::free_port().unwrap();
+    (format!("127.0.0.1:{port}"), port)
+}
+
+/// The value of one series of a binary's `/metrics` on `port`, named as rendered (with its
+/// labels, e.g. `ingest_retries_total{kind="unavailable"}`); `None` while the endpoint does not
+/// answer or lacks the series.
+pub async fn metric(port: u16, series: &str) -> Option<f64> {
+    let (_, text) = http(port, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 pub async fn api_ready(port: u16) -> bool {
