@@ -11,7 +11,7 @@ use chrono::{TimeZone, Utc};
 use protocol::Names;
 use testkit::data::{Expected, ReadingGen};
 
-use crate::support::{eventually, stop_cleanly, without_blanks, Stack};
+use crate::support::{eventually, metric, metrics_addr, stop_cleanly, without_blanks, Stack};
 
 /// Small enough that a test carries several times the limit in seconds.
 const LIMIT: i64 = 2 * 1024 * 1024;
@@ -129,7 +129,11 @@ async fn worker_stopped_until_the_stream_is_full_then_restarted_loads_everything
         .unwrap();
     assert!(status.success());
     let expected = fill_box(&stack, "buf", 3 * LIMIT as u64, 20);
-    let mut shipper = stack.shipper("buf", &[]).spawn().unwrap();
+    let (addr, metrics) = metrics_addr();
+    let mut shipper = stack
+        .shipper("buf", &["--metrics-addr", &addr])
+        .spawn()
+        .unwrap();
     let js = js(&stack).await;
     // Full: what is left is less than one message of the shipper (256 KiB by default).
     assert!(
@@ -147,7 +151,17 @@ async fn worker_stopped_until_the_stream_is_full_then_restarted_loads_everything
         0,
         "nothing loaded while no worker runs"
     );
-    // The shipper waits, it does not give up: still running while the stream stays full.
+    // The shipper waits, it does not give up. First it is seen refused by the full stream...
+    let retries = "edge_shipper_publish_retries_total";
+    let refused = metric(metrics, retries).await.unwrap_or(0.0);
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            metric(metrics, retries).await.is_some_and(|n| n > refused)
+        })
+        .await,
+        "the full stream refuses the shipper's publishes"
+    );
+    // ...then a window, kept on purpose: no event marks a shipper that does not give up.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
         shipper.try_wait().unwrap().is_none(),

@@ -10,7 +10,9 @@ use testkit::data::{Expected, ReadingGen};
 use testkit::{NatsHandle, NatsServer, PgHandle, PgServer};
 use tokio::process::Child;
 
-use crate::support::{api_ready, eventually, post, sigterm, without_blanks, Stack};
+use crate::support::{
+    api_ready, eventually, metric, metrics_addr, post, sigterm, without_blanks, Stack,
+};
 
 /// The bound the tests give the binaries, and the slack allowed on top (process start-up of a
 /// debug build, the test's own polling).
@@ -100,8 +102,7 @@ async fn worker_stops_in_time_with_nats_or_postgres_down_and_loses_nothing() {
     pg(&mut stack).stop().await.unwrap();
     // Its metrics listener answers once the worker runs (and handles SIGTERM): it then waits for
     // the database.
-    let metrics = testkit::nats::free_port().unwrap();
-    let addr = format!("127.0.0.1:{metrics}");
+    let (addr, metrics) = metrics_addr();
     let mut args = grace().to_vec();
     args.extend(["--metrics-addr", addr.as_str()]);
     let mut worker = stack.worker(&args).spawn().unwrap();
@@ -127,27 +128,30 @@ async fn shipper_with_unsent_lines_stops_in_time_with_nats_down_and_loses_nothin
     stack.prepare().await;
     let file = stack.box_dir("stop").join("a.jsonl");
     let mut expected = append(&file, 3, 2000);
-    let mut shipper = stack.shipper("stop", &grace()).spawn().unwrap();
-    let js = async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
-    let stream = protocol::Names::isolated(&stack.tag).readings_stream;
+    let (addr, metrics) = metrics_addr();
+    let mut args = grace().to_vec();
+    args.extend(["--metrics-addr", addr.as_str()]);
+    let mut shipper = stack.shipper("stop", &args).spawn().unwrap();
     assert!(
         eventually(Duration::from_secs(60), || async {
-            match js.get_stream(&stream).await {
-                Ok(mut s) => s
-                    .info()
-                    .await
-                    .map(|i| i.state.messages > 0)
-                    .unwrap_or(false),
-                Err(_) => false,
-            }
+            stack.readings_in_stream().await > 0
         })
         .await,
         "the shipper published the first lines"
     );
+    let retries = "edge_shipper_publish_retries_total";
+    let before = metric(metrics, retries).await.unwrap_or(0.0);
     nats(&mut stack).stop().await.unwrap();
-    // Lines the shipper reads but cannot get acknowledged.
+    // Lines the shipper reads but cannot get acknowledged: it retries a publish (after the
+    // 5 s JetStream ack timeout).
     expected.merge(&append(&file, 4, 2000));
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            metric(metrics, retries).await.is_some_and(|n| n > before)
+        })
+        .await,
+        "the shipper retries a publish while NATS is down"
+    );
     stop_within_bound("edge-shipper (NATS down, unsent lines)", &mut shipper).await;
     nats(&mut stack).restart().await.unwrap();
     stack.ship_until_caught_up("stop").await;
