@@ -23,7 +23,7 @@ use tracing::warn;
 use uuid::Uuid;
 
 use crate::domain::Run;
-use crate::store::reports::{self, ReportJob};
+use crate::store::reports::{self, ReportJob, RunCache};
 use crate::store::StoreError;
 
 /// How reports are batched.
@@ -79,10 +79,15 @@ impl ReportBatcher {
     /// Writes `report` (see [`store::reports::write`] for the answers).
     pub async fn report(&self, report: ReportJob) -> Result<Run, StoreError> {
         if self.settings.lanes == 0 {
-            let answer = write(&self.pool, &self.default_site, &[report])
-                .await
-                .pop()
-                .unwrap_or(Err(StoreError::Contended(report.op_run_id)));
+            let answer = write(
+                &self.pool,
+                &self.default_site,
+                &[report],
+                &mut RunCache::default(),
+            )
+            .await
+            .pop()
+            .unwrap_or(Err(StoreError::Contended(report.op_run_id)));
             if answer.is_ok() {
                 self.committed.notify_one();
             }
@@ -131,12 +136,14 @@ async fn lane(
     committed: Arc<Notify>,
 ) {
     let mut jobs = Vec::with_capacity(max_batch);
+    // This lane's runs as it last wrote them (see RunCache): usually one round trip per batch.
+    let mut cache = RunCache::default();
     while queue.recv_many(&mut jobs, max_batch).await > 0 {
         // Answers of callers that gave up (request timeout) are dropped; their reports count
         // like any other, as they would have without batching.
         let batch = std::mem::take(&mut jobs);
         let reports: Vec<ReportJob> = batch.iter().map(|j| j.report).collect();
-        let answers = write(&pool, &default_site, &reports).await;
+        let answers = write(&pool, &default_site, &reports, &mut cache).await;
         if answers.iter().any(Result::is_ok) {
             committed.notify_one();
         }
@@ -152,22 +159,24 @@ async fn write(
     pool: &PgPool,
     default_site: &str,
     reports: &[ReportJob],
+    cache: &mut RunCache,
 ) -> Vec<Result<Run, StoreError>> {
-    match write_batch(pool, default_site, reports).await {
+    match write_batch(pool, default_site, reports, cache).await {
         Ok(answers) => return answers,
         Err(e) if reports.len() > 1 => {
             warn!(error = %e, reports = reports.len(), "report batch failed, writing its reports one by one");
         }
         Err(e) => return vec![Err(e)],
     }
+    // The failed write may have left runs in the cache that its rollback undid.
+    *cache = RunCache::default();
     let mut answers = Vec::with_capacity(reports.len());
     for r in reports {
-        answers.push(
-            match write_batch(pool, default_site, std::slice::from_ref(r)).await {
-                Ok(mut one) => one.pop().unwrap_or(Err(StoreError::Contended(r.op_run_id))),
-                Err(e) => Err(e),
-            },
-        );
+        let one = write_batch(pool, default_site, std::slice::from_ref(r), cache).await;
+        answers.push(match one {
+            Ok(mut one) => one.pop().unwrap_or(Err(StoreError::Contended(r.op_run_id))),
+            Err(e) => Err(e),
+        });
     }
     answers
 }
@@ -176,9 +185,10 @@ async fn write_batch(
     pool: &PgPool,
     default_site: &str,
     reports: &[ReportJob],
+    cache: &mut RunCache,
 ) -> Result<Vec<Result<Run, StoreError>>, StoreError> {
     let mut conn = pool.acquire().await?;
-    reports::write(&mut conn, reports, default_site).await
+    reports::write_cached(&mut conn, reports, default_site, cache).await
 }
 
 #[cfg(test)]
@@ -266,7 +276,9 @@ mod tests {
             job(done, 1, 0, now),
             job(a, 3, 0, now),
         ];
-        let answers = write_batch(&pool, "BKK", &jobs).await.unwrap();
+        let answers = write_batch(&pool, "BKK", &jobs, &mut RunCache::default())
+            .await
+            .unwrap();
         let totals = |i: usize| {
             let r = answers[i].as_ref().unwrap();
             (r.op_run_id, r.good_units, r.scrap_units)
@@ -338,6 +350,32 @@ mod tests {
             batcher.report(job(b, 4, 0, now)).await.unwrap().good_units,
             9
         );
+        // Another writer (an Idempotency-Key report, another replica) counts on run B behind the
+        // lane's cache; the lane's next report is checked against the database and sees it.
+        let mut conn = pool.acquire().await.unwrap();
+        let other = reports::write(&mut conn, &[job(b, 1, 0, now)], "BKK")
+            .await
+            .unwrap();
+        assert_eq!(other[0].as_ref().unwrap().good_units, 10);
+        drop(conn);
+        let after = batcher.report(job(b, 4, 0, now)).await.unwrap();
+        assert_eq!(after.good_units, 14);
+        // Completed behind the cache: refused, not counted.
+        sqlx::query(
+            "UPDATE op_run SET status = 'completed', ended_at = now() WHERE op_run_id = $1",
+        )
+        .bind(b)
+        .execute(&pool)
+        .await
+        .unwrap();
+        let refused = batcher.report(job(b, 1, 0, now)).await.unwrap_err();
+        assert!(matches!(refused, StoreError::Refused(_)), "{refused:?}");
+        let total: i64 = sqlx::query_scalar("SELECT good_units FROM op_run WHERE op_run_id = $1")
+            .bind(b)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(total, 14);
         pool.close().await;
     }
 }

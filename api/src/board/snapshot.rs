@@ -14,6 +14,7 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::domain::RunStatus;
 use crate::error::ApiError;
 use crate::kpi::Kpis;
 
@@ -283,7 +284,7 @@ pub async fn load(
              SELECT o.op_run_id, o.work_order_id, o.operation_id, o.status, o.started_at,
                     o.good_units, o.scrap_units, o.planned_seconds, o.ideal_cycle_time_s, o.site_id
              FROM op_run o
-             WHERE o.resource_id = res.resource_id AND o.status IN ('running', 'paused')
+             WHERE o.resource_id = res.resource_id AND o.status = ANY ($3)
              ORDER BY o.started_at DESC
              LIMIT 1
          ) r ON true
@@ -299,6 +300,7 @@ pub async fn load(
     )
     .bind(site)
     .bind(max_resources)
+    .bind(RunStatus::OPEN)
     .fetch_all(&mut *tx)
     .await?;
     let truncated = resource_rows.len() > limits.max_resources;
@@ -420,8 +422,8 @@ fn assemble(
         .into_iter()
         .map(|mut row| {
             let run = row.run();
-            let state = match run.as_ref().map(|r| r.status.as_str()) {
-                Some("paused") => ResourceState::Paused,
+            let state = match run.as_ref().map(|r| r.status.parse::<RunStatus>()) {
+                Some(Ok(RunStatus::Paused)) => ResourceState::Paused,
                 Some(_) => ResourceState::Running,
                 None => ResourceState::Idle,
             };

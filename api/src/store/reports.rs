@@ -40,6 +40,26 @@ pub struct ReportJob {
     pub received: DateTime<Utc>,
 }
 
+/// Runs as this writer last wrote them. A lane's runs are written by that lane alone in this
+/// process, so its next batch can usually skip reading them: the compare-and-set of the write
+/// still checks each run against the database, and a run found changed is dropped from here and
+/// read again. Bounded: emptied when it reaches [`RunCache::MAX_RUNS`].
+#[derive(Debug, Default)]
+pub struct RunCache {
+    runs: HashMap<Uuid, Run>,
+}
+
+impl RunCache {
+    pub const MAX_RUNS: usize = 10_000;
+
+    fn remember(&mut self, run: Run) {
+        if self.runs.len() >= Self::MAX_RUNS && !self.runs.contains_key(&run.op_run_id) {
+            self.runs.clear();
+        }
+        self.runs.insert(run.op_run_id, run);
+    }
+}
+
 /// Writes `jobs` (in arrival order); one answer per job: the run right after it, or why it was
 /// refused. `Err` only when the statement itself failed (nothing of it was written).
 pub async fn write(
@@ -47,13 +67,35 @@ pub async fn write(
     jobs: &[ReportJob],
     default_site: &str,
 ) -> Result<Vec<Result<Run, StoreError>>, StoreError> {
+    write_cached(conn, jobs, default_site, &mut RunCache::default()).await
+}
+
+/// [`write`], starting from the runs in `cache` where it has them, and leaving the written runs
+/// there.
+pub async fn write_cached(
+    conn: &mut PgConnection,
+    jobs: &[ReportJob],
+    default_site: &str,
+    cache: &mut RunCache,
+) -> Result<Vec<Result<Run, StoreError>>, StoreError> {
     let mut answers: Vec<Option<Result<Run, StoreError>>> = jobs.iter().map(|_| None).collect();
     let mut pending: Vec<usize> = (0..jobs.len()).collect();
     for _ in 0..MAX_ATTEMPTS {
         if pending.is_empty() {
             break;
         }
-        let read = read_runs(conn, jobs, &pending).await?;
+        let missing: Vec<usize> = pending
+            .iter()
+            .copied()
+            .filter(|&i| !cache.runs.contains_key(&jobs[i].op_run_id))
+            .collect();
+        let mut read = read_runs(conn, jobs, &missing).await?;
+        for &i in &pending {
+            let id = jobs[i].op_run_id;
+            if let Some(run) = cache.runs.get(&id) {
+                read.entry(id).or_insert_with(|| run.clone());
+            }
+        }
         let mut current = read.clone();
         let mut accepted: Vec<(usize, Transition)> = Vec::new();
         for &i in &pending {
@@ -82,7 +124,14 @@ pub async fn write(
             if updated.contains(&t.run.op_run_id) {
                 answers[i] = Some(Ok(t.run));
             } else {
+                // Changed by another writer: read it again.
+                cache.runs.remove(&t.run.op_run_id);
                 pending.push(i);
+            }
+        }
+        for id in &updated {
+            if let Some(run) = current.remove(id) {
+                cache.remember(run);
             }
         }
     }
@@ -98,6 +147,9 @@ async fn read_runs(
     jobs: &[ReportJob],
     pending: &[usize],
 ) -> Result<HashMap<Uuid, Run>, StoreError> {
+    if pending.is_empty() {
+        return Ok(HashMap::new());
+    }
     let ids: Vec<Uuid> = pending
         .iter()
         .map(|&i| jobs[i].op_run_id)
