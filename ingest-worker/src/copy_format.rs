@@ -31,7 +31,8 @@ pub fn trailer() -> [u8; 2] {
     (-1i16).to_be_bytes()
 }
 
-/// Appends one row. `site` comes from the message headers, the rest from the line.
+/// Appends one row. `site` is the message's (its subject's, which its headers must match), the
+/// rest comes from the line.
 pub fn encode_row(out: &mut Vec<u8>, site: &str, r: &Reading<'_>) {
     out.extend_from_slice(&FIELD_COUNT.to_be_bytes());
     field(out, &(r.ts_micros - PG_EPOCH_OFFSET_MICROS).to_be_bytes());

@@ -5,6 +5,7 @@
 //! - [`jetstream`]: NATS connection, streams and the shared durable consumer.
 //! - [`stream_upgrade`]: replacing a limits-retention `READINGS` of an earlier version.
 //! - [`backlog`]: what waits in `READINGS`, as metrics and early warnings.
+//! - [`identity`]: the subject, which the server bound to the box, against the headers.
 //! - [`decode`]: a message's lines to binary COPY rows and rejections, with byte offsets.
 //! - [`copy_format`]: the binary COPY row encoding.
 //! - [`ledger`]: which lines are new, given the byte ranges already loaded.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod copy_format;
 pub mod db;
 pub mod decode;
+pub mod identity;
 pub mod jetstream;
 pub mod ledger;
 pub mod loader;

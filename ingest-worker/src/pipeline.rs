@@ -5,7 +5,9 @@
 //! pool for decoding; the handles queue in a bounded channel, so decoding of the next batches
 //! overlaps the COPY of the current ones and memory stays bounded. `concurrency` loader tasks take
 //! decoded batches and load them, each on its own connection. A message is acknowledged only after
-//! the transaction that recorded its range committed; a database outage naks with backoff.
+//! the transaction that recorded its range committed; a database outage naks with backoff. A
+//! message that can never load (bad framing, or headers that disagree with the subject: see
+//! [`crate::identity`]) goes to the dead-letter stream with the reason.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind, Context, Message};
 use futures::StreamExt;
 use protocol::framing::{HDR_BOX, HDR_DLQ_REASON, HDR_SITE};
+use protocol::subject::parse_readings_subject;
 use protocol::{BatchMeta, FramingError, Limits, Names};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, Mutex};
@@ -22,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::decode::{decode_message, lossy_prefix, DecodedMessage};
+use crate::identity::{self, IdentityError};
 use crate::loader::{self, LoadError};
 use crate::metrics;
 
@@ -37,11 +41,21 @@ pub struct PipelineSettings {
     pub until_idle: Option<Duration>,
 }
 
-/// A batch after decoding: messages that framed correctly, and those that did not.
+/// A batch after decoding: messages that framed correctly, and those refused with the reason
+/// their dead letter carries.
 struct DecodedBatch {
     good: Vec<(Message, DecodedMessage)>,
-    bad: Vec<(Message, FramingError)>,
+    bad: Vec<(Message, Refusal)>,
     assembled: Instant,
+}
+
+/// Why a message can never be loaded.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("framing: {0}")]
+    Framing(#[from] FramingError),
+    #[error("identity: {0}")]
+    Identity(#[from] IdentityError),
 }
 
 type Queue = Arc<Mutex<mpsc::Receiver<JoinHandle<DecodedBatch>>>>;
@@ -151,7 +165,8 @@ async fn fetch_loop(
         last_message = Instant::now();
         in_flight.fetch_add(1, Ordering::SeqCst);
         let limits = settings.limits;
-        let handle = tokio::task::spawn_blocking(move || decode_batch(batch, &limits));
+        let prefix = settings.names.readings_prefix.clone();
+        let handle = tokio::task::spawn_blocking(move || decode_batch(batch, &limits, &prefix));
         if tx.send(handle).await.is_err() {
             return Ok(());
         }
@@ -183,16 +198,13 @@ async fn consumer_drained(consumer: &mut PullConsumer) -> bool {
     }
 }
 
-fn decode_batch(batch: Vec<Message>, limits: &Limits) -> DecodedBatch {
+/// `prefix`: the readings subject prefix; site and box are the subject's ([`identity`]).
+fn decode_batch(batch: Vec<Message>, limits: &Limits, prefix: &str) -> DecodedBatch {
     let started = Instant::now();
     let mut good = Vec::with_capacity(batch.len());
     let mut bad = Vec::new();
     for m in batch {
-        let framed = {
-            let headers = m.headers.as_ref();
-            BatchMeta::from_headers(|name| headers.and_then(|h| h.get(name)).map(|v| v.as_str()))
-                .and_then(|meta| meta.check_payload(&m.payload).map(|()| meta))
-        };
+        let framed = frame(&m, prefix);
         match framed {
             Ok(meta) => {
                 let decoded = decode_message(meta, &m.payload, limits);
@@ -207,6 +219,16 @@ fn decode_batch(batch: Vec<Message>, limits: &Limits) -> DecodedBatch {
         bad,
         assembled: started,
     }
+}
+
+/// The message's headers, checked against its payload and its subject.
+fn frame(m: &Message, prefix: &str) -> Result<BatchMeta, Refusal> {
+    let headers = m.headers.as_ref();
+    let meta =
+        BatchMeta::from_headers(|name| headers.and_then(|h| h.get(name)).map(|v| v.as_str()))?;
+    meta.check_payload(&m.payload)?;
+    identity::check(&meta, m.subject.as_str(), prefix)?;
+    Ok(meta)
 }
 
 async fn loader_task(
@@ -239,8 +261,8 @@ async fn loader_task(
             }
         };
         for (m, reason) in &batch.bad {
-            warn!(subject = %m.subject, error = %reason, "message cannot be framed, dead-lettering");
-            dead_letter(&js, &pool, &names, m, &format!("framing: {reason}")).await;
+            warn!(subject = %m.subject, error = %reason, "message refused, dead-lettering");
+            dead_letter(&js, &pool, &names, m, &reason.to_string()).await;
         }
         let (messages, decoded): (Vec<Message>, Vec<DecodedMessage>) =
             batch.good.into_iter().unzip();
@@ -333,6 +355,9 @@ fn backoff(failures: u32) -> Duration {
 /// Publishes the message to the dead-letter stream with the reason, records it in
 /// `ingest_dead_letters`, then terminates it. If the DLQ publish fails the message is nak'ed and
 /// comes back later: it is never dropped.
+///
+/// The dead letter goes to `edge.dlq.<site>.<box>` of the subject's site and box (the sender the
+/// server accepted), or of its headers when the subject names none.
 async fn dead_letter(js: &Context, pool: &PgPool, names: &Names, m: &Message, reason: &str) {
     let header = |name: &str| {
         m.headers
@@ -340,8 +365,13 @@ async fn dead_letter(js: &Context, pool: &PgPool, names: &Names, m: &Message, re
             .and_then(|h| h.get(name))
             .map(|v| v.as_str().to_owned())
     };
-    let site = header(HDR_SITE).unwrap_or_else(|| "unknown".into());
-    let box_id = header(HDR_BOX).unwrap_or_else(|| "unknown".into());
+    let (site, box_id) = parse_readings_subject(&names.readings_prefix, m.subject.as_str())
+        .unwrap_or_else(|| {
+            (
+                header(HDR_SITE).unwrap_or_else(|| "unknown".into()),
+                header(HDR_BOX).unwrap_or_else(|| "unknown".into()),
+            )
+        });
     let reason_header: String = reason
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })

@@ -83,6 +83,20 @@ pub fn readings_subject(site: &str, box_id: &str) -> String {
     )
 }
 
+/// The site and box a readings subject `<prefix>.<site>.<box>` names, its tokens unescaped;
+/// `None` if `subject` is not one (another prefix, a token too many or too few, a bad escape).
+///
+/// This is the identity the server accepted the message under: with one NATS identity per edge
+/// box, allowed to publish only its own subject, it is the box that sent it.
+pub fn parse_readings_subject(prefix: &str, subject: &str) -> Option<(String, String)> {
+    let rest = subject.strip_prefix(prefix)?.strip_prefix('.')?;
+    let (site, box_id) = rest.split_once('.')?;
+    if box_id.contains('.') {
+        return None;
+    }
+    Some((unescape_token(site)?, unescape_token(box_id)?))
+}
+
 /// `edge.dlq.<site>.<box>`
 pub fn dlq_subject(site: &str, box_id: &str) -> String {
     format!(
@@ -140,6 +154,33 @@ mod tests {
         assert_eq!(unescape_token("_2e"), None);
     }
 
+    #[test]
+    fn readings_subjects_name_their_site_and_box() {
+        let subject = readings_subject("s.1", "box_2");
+        assert_eq!(
+            parse_readings_subject(READINGS_PREFIX, &subject),
+            Some(("s.1".to_owned(), "box_2".to_owned()))
+        );
+        assert_eq!(
+            parse_readings_subject("edge.readings_t1", "edge.readings_t1.BKK.b1"),
+            Some(("BKK".to_owned(), "b1".to_owned()))
+        );
+        for other in [
+            "edge.readings.BKK",
+            "edge.readings.BKK.b1.extra",
+            "edge.readingsX.BKK.b1",
+            "edge.dlq.BKK.b1",
+            "edge.readings.BKK._zz",
+            "edge.readings",
+        ] {
+            assert_eq!(
+                parse_readings_subject(READINGS_PREFIX, other),
+                None,
+                "{other}"
+            );
+        }
+    }
+
     proptest! {
         #[test]
         fn escaping_round_trips_and_stays_in_the_safe_set(raw in ".{0,40}") {
@@ -147,6 +188,14 @@ mod tests {
             prop_assert!(!token.is_empty());
             prop_assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
             prop_assert_eq!(unescape_token(&token), Some(raw));
+        }
+
+        #[test]
+        fn readings_subjects_round_trip(site in ".{0,20}", box_id in ".{0,20}") {
+            prop_assert_eq!(
+                parse_readings_subject(READINGS_PREFIX, &readings_subject(&site, &box_id)),
+                Some((site, box_id))
+            );
         }
     }
 }
