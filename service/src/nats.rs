@@ -3,10 +3,19 @@
 //! async-nats does not use credentials written into the server URL, although operators expect
 //! `nats://user:password@host:4222` to work (the NATS CLI and other clients accept it). So the
 //! URL's credentials are read here and handed to the client as options; explicit flags win.
-//! Accepted, in this order: `--nats-creds` (JWT + NKey file), `--nats-token`, `--nats-user` +
+//! Accepted, in this order: `--nats-creds` (JWT + NKey file), `--nats-nkey-file` (an nkey seed:
+//! the identity of one edge box, see nats/production/), `--nats-token`, `--nats-user` +
 //! `--nats-password`, `user:password@` or `token@` in the URL.
+//!
+//! TLS: `--nats-tls-ca` trusts that CA (instead of the system's), `--nats-tls-cert` +
+//! `--nats-tls-key` present a client certificate; either makes TLS required. A `tls://` URL
+//! requires TLS with the system's CAs.
+//!
+//! Replies: each binary receives its replies (PubAcks, JetStream API answers, pulled messages)
+//! under its own inbox prefix, `_INBOX.<client name>` (e.g. `_INBOX.ingest-worker`), so the
+//! server can let each identity read its own replies and no one else's (nats/production/).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use async_nats::{ConnectOptions, ServerAddr};
 use clap::Args;
@@ -31,6 +40,23 @@ pub enum NatsConfigError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot read the NATS nkey seed file {path}: {source}")]
+    NKeyFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the NATS nkey seed file {path} does not hold a user seed (one line, `SU...`)")]
+    NotAUserSeed { path: String },
+    #[error("cannot read the NATS TLS {what} file {path}: {source}")]
+    TlsFile {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the NATS TLS {what} file {path} holds no PEM block")]
+    NotPem { what: &'static str, path: String },
 }
 
 /// The NATS connection flags. Flatten into a binary's configuration with `#[command(flatten)]`.
@@ -49,6 +75,16 @@ pub struct NatsArgs {
     /// NATS credentials file (JWT + NKey seed), for servers run in operator mode.
     #[arg(long = "nats-creds", env = "NATS_CREDS", global = true)]
     pub creds: Option<PathBuf>,
+
+    /// File holding the NATS user nkey seed (`SU...`) of this client, e.g. an edge box's own
+    /// identity issued by `edge-mes-nats-admin add-box`.
+    #[arg(
+        long = "nats-nkey-file",
+        env = "NATS_NKEY_FILE",
+        global = true,
+        conflicts_with_all = ["creds", "nats_token", "nats_user"]
+    )]
+    pub nkey_file: Option<PathBuf>,
 
     /// NATS user name (with --nats-password), for servers with `authorization { users = [...] }`.
     #[arg(
@@ -78,6 +114,30 @@ pub struct NatsArgs {
         conflicts_with = "nats_user"
     )]
     pub nats_token: Option<String>,
+
+    /// PEM file of the CA that signed the NATS server's certificate; trusted instead of the
+    /// system's CAs. Makes TLS required.
+    #[arg(long = "nats-tls-ca", env = "NATS_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate presented to the NATS server (with --nats-tls-key), for servers
+    /// that verify clients. Makes TLS required.
+    #[arg(
+        long = "nats-tls-cert",
+        env = "NATS_TLS_CERT",
+        global = true,
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --nats-tls-cert.
+    #[arg(
+        long = "nats-tls-key",
+        env = "NATS_TLS_KEY",
+        global = true,
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// How the client authenticates, as decided from the flags and the URL.
@@ -85,6 +145,7 @@ pub struct NatsArgs {
 pub enum Auth {
     None,
     CredsFile(PathBuf),
+    NKeyFile(PathBuf),
     Token(String),
     UserPassword { user: String, password: String },
 }
@@ -95,9 +156,13 @@ impl NatsArgs {
         Self {
             url: url.to_owned(),
             creds: None,
+            nkey_file: None,
             nats_user: None,
             nats_password: None,
             nats_token: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 
@@ -126,6 +191,9 @@ impl NatsArgs {
     pub fn auth(&self) -> Result<Auth, NatsConfigError> {
         if let Some(path) = &self.creds {
             return Ok(Auth::CredsFile(path.clone()));
+        }
+        if let Some(path) = &self.nkey_file {
+            return Ok(Auth::NKeyFile(path.clone()));
         }
         if let Some(token) = &self.nats_token {
             return Ok(Auth::Token(token.clone()));
@@ -165,12 +233,22 @@ impl NatsArgs {
             .join(",")
     }
 
+    /// The inbox prefix of a client named `name`: `_INBOX.<name>`. It stays under `_INBOX.`, so
+    /// a server that lets a user read `_INBOX.>` still works, and the production config can give
+    /// each service only its own subtree.
+    pub fn inbox_prefix(name: &str) -> String {
+        format!("_INBOX.{}", inbox_token(name))
+    }
+
     /// Client options named `name` (shown by the server's connz), authenticated as configured,
-    /// retrying the first connection and reconnecting forever: every edge-mes binary waits for
-    /// NATS rather than exiting when it is briefly away.
+    /// with TLS if configured, replies under [`Self::inbox_prefix`], retrying the first connection
+    /// and reconnecting forever: every edge-mes binary waits for NATS rather than exiting when it
+    /// is briefly away. Files named by the flags are read (or checked) here, so a missing or wrong
+    /// one is an error at start, not a connection retried forever.
     pub async fn connect_options(&self, name: &str) -> Result<ConnectOptions, NatsConfigError> {
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .name(name)
+            .custom_inbox_prefix(Self::inbox_prefix(name))
             .retry_on_initial_connect()
             .max_reconnects(None)
             .event_callback(|event| async move {
@@ -182,6 +260,17 @@ impl NatsArgs {
                     other => info!(event = %other, "nats event"),
                 }
             });
+        if let Some(ca) = &self.tls_ca {
+            check_pem("CA", ca).await?;
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            check_pem("client certificate", cert).await?;
+            check_pem("client key", key).await?;
+            options = options
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true);
+        }
         Ok(match self.auth()? {
             Auth::None => options,
             Auth::CredsFile(path) => options.credentials_file(&path).await.map_err(|source| {
@@ -190,10 +279,79 @@ impl NatsArgs {
                     source,
                 }
             })?,
+            Auth::NKeyFile(path) => options.nkey(read_user_seed(&path).await?),
             Auth::Token(token) => options.token(token),
             Auth::UserPassword { user, password } => options.user_and_password(user, password),
         })
     }
+}
+
+/// A client name as one subject token: characters outside `[A-Za-z0-9_-]` become `_`.
+fn inbox_token(name: &str) -> String {
+    let token: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if token.is_empty() {
+        "client".to_owned()
+    } else {
+        token
+    }
+}
+
+/// The user nkey seed in `path` (surrounding white space ignored). A file that others may read
+/// is used but warned about: the seed is the box's identity.
+async fn read_user_seed(path: &Path) -> Result<String, NatsConfigError> {
+    let shown = || path.display().to_string();
+    let text =
+        tokio::fs::read_to_string(path)
+            .await
+            .map_err(|source| NatsConfigError::NKeyFile {
+                path: shown(),
+                source,
+            })?;
+    let seed = text.trim();
+    let is_user = nkeys::KeyPair::from_seed(seed)
+        .is_ok_and(|k| matches!(k.key_pair_type(), nkeys::KeyPairType::User));
+    if !is_user {
+        return Err(NatsConfigError::NotAUserSeed { path: shown() });
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = tokio::fs::metadata(path).await {
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0 {
+                warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "nats nkey seed file is readable by others; chmod 600 it");
+            }
+        }
+    }
+    Ok(seed.to_owned())
+}
+
+/// Checks that a TLS file can be read and holds a PEM block (async-nats reads it again at
+/// every connection attempt, where an error would only be retried).
+async fn check_pem(what: &'static str, path: &Path) -> Result<(), NatsConfigError> {
+    let text = tokio::fs::read(path)
+        .await
+        .map_err(|source| NatsConfigError::TlsFile {
+            what,
+            path: path.display().to_string(),
+            source,
+        })?;
+    if !text.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(NatsConfigError::NotPem {
+            what,
+            path: path.display().to_string(),
+        });
+    }
+    Ok(())
 }
 
 fn redact(url: &str) -> String {
@@ -314,6 +472,99 @@ mod tests {
         ));
         let empty = parse(&["--nats-url", " , "]).unwrap();
         assert!(matches!(empty.servers(), Err(NatsConfigError::NoUrl)));
+    }
+
+    #[test]
+    fn nkey_and_tls_flags_parse_and_refuse_bad_combinations() {
+        let a = parse(&[
+            "--nats-nkey-file",
+            "/etc/box.nk",
+            "--nats-tls-ca",
+            "/etc/ca.pem",
+            "--nats-url",
+            "nats://a:b@h1:4222",
+        ])
+        .unwrap();
+        assert_eq!(a.auth().unwrap(), Auth::NKeyFile("/etc/box.nk".into()));
+        assert_eq!(a.tls_ca, Some("/etc/ca.pem".into()));
+        for bad in [
+            &[
+                "--nats-nkey-file",
+                "k",
+                "--nats-user",
+                "u",
+                "--nats-password",
+                "p",
+            ][..],
+            &["--nats-nkey-file", "k", "--nats-token", "t"],
+            &["--nats-nkey-file", "k", "--nats-creds", "c"],
+            &["--nats-tls-cert", "c.pem"],
+            &["--nats-tls-key", "k.pem"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn each_client_name_gets_its_own_inbox_subtree() {
+        assert_eq!(
+            NatsArgs::inbox_prefix("ingest-worker"),
+            "_INBOX.ingest-worker"
+        );
+        assert_eq!(NatsArgs::inbox_prefix("mes-api"), "_INBOX.mes-api");
+        assert_eq!(NatsArgs::inbox_prefix("a.b >*"), "_INBOX.a_b___");
+        assert_eq!(NatsArgs::inbox_prefix(""), "_INBOX.client");
+    }
+
+    #[tokio::test]
+    async fn nkey_and_tls_files_are_checked_before_connecting() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p.display().to_string()
+        };
+        let user = file(
+            "user.nk",
+            &format!("{}\n", nkeys::KeyPair::new_user().seed().unwrap()),
+        );
+        let account = file("account.nk", &nkeys::KeyPair::new_account().seed().unwrap());
+        let pem = file(
+            "ca.pem",
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        );
+        let not_pem = file("ca.txt", "hello");
+        let missing = dir.path().join("missing.pem").display().to_string();
+        let options = |args: &[&str]| {
+            let args = parse(args).unwrap();
+            async move { args.connect_options("t").await }
+        };
+
+        assert!(options(&["--nats-nkey-file", &user]).await.is_ok());
+        assert!(matches!(
+            options(&["--nats-nkey-file", &account]).await,
+            Err(NatsConfigError::NotAUserSeed { .. })
+        ));
+        assert!(matches!(
+            options(&["--nats-nkey-file", &missing]).await,
+            Err(NatsConfigError::NKeyFile { .. })
+        ));
+        assert!(options(&["--nats-tls-ca", &pem]).await.is_ok());
+        assert!(matches!(
+            options(&["--nats-tls-ca", &missing]).await,
+            Err(NatsConfigError::TlsFile { what: "CA", .. })
+        ));
+        assert!(matches!(
+            options(&["--nats-tls-ca", &not_pem]).await,
+            Err(NatsConfigError::NotPem { what: "CA", .. })
+        ));
+        assert!(matches!(
+            options(&["--nats-tls-cert", &pem, "--nats-tls-key", &not_pem]).await,
+            Err(NatsConfigError::NotPem {
+                what: "client key",
+                ..
+            })
+        ));
     }
 
     #[test]
