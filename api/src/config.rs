@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use protocol::OpRunNames;
+use service::db::MigrateMode;
 use service::nats::NatsArgs;
 
 use crate::report_batch::ReportBatching;
@@ -40,6 +41,18 @@ pub struct Config {
         global = true
     )]
     pub database_url: String,
+
+    /// Whether to apply the schema migrations at start: `auto` when the login may change the
+    /// schema (its owner, a superuser; a least-privilege login only checks they were applied),
+    /// `always`, or `never` (only check). `mes-api migrate` applies them and exits.
+    #[arg(
+        long,
+        env = "DB_MIGRATE",
+        value_enum,
+        default_value_t = MigrateMode::Auto,
+        global = true
+    )]
+    pub migrate: MigrateMode,
 
     /// Most database connections in the pool.
     #[arg(
@@ -167,6 +180,9 @@ pub enum Command {
     /// Migrate, then create the seed's demo run (SMT01, WO123/OP10, 4 hours ending now, 780 good
     /// and 20 scrap, ideal cycle time 1.5 s) so OEE views show data at once, and exit.
     SeedDemo,
+    /// Apply the schema migrations as the database's owner (a one-shot job before the services
+    /// start with their least-privilege logins), and exit.
+    Migrate,
 }
 
 impl Config {

@@ -35,6 +35,11 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     Ok(service::db::migrate(pool).await?)
 }
 
+/// Migrates or, as a least-privilege login, checks the schema (see [`service::db::prepare`]).
+pub async fn prepare(pool: &PgPool, mode: service::db::MigrateMode) -> Result<(), DbError> {
+    Ok(service::db::prepare(pool, mode).await?)
+}
+
 /// Creates the default site with `time_zone` if it does not exist yet; an existing site keeps
 /// its own zone and calendar. A site created here gets the seed's shift calendar (Night, Day,
 /// Evening). No migration creates a site (sites are plant data), so this is how a fresh database

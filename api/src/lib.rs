@@ -85,7 +85,11 @@ pub async fn prepare_database(
     else {
         return Ok(None);
     };
-    db::migrate(&pool).await?;
+    let mode = match config.command {
+        Some(config::Command::Migrate) => service::db::MigrateMode::Always,
+        _ => config.migrate,
+    };
+    db::prepare(&pool, mode).await?;
     db::ensure_site(&pool, &config.default_site, &config.default_site_time_zone).await?;
     Ok(Some(pool))
 }
@@ -95,6 +99,13 @@ pub async fn prepare_database(
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ApiRunError> {
     if config.command == Some(config::Command::SeedDemo) {
         return seed_demo(&config, &shutdown).await;
+    }
+    if config.command == Some(config::Command::Migrate) {
+        if let Some(pool) = prepare_database(&config, &shutdown).await? {
+            info!("migrations applied");
+            pool.close().await;
+        }
+        return Ok(());
     }
     let Some(pool) = prepare_database(&config, &shutdown).await? else {
         return Ok(());

@@ -10,6 +10,7 @@ mod board_browser;
 mod event_contract;
 mod cdp;
 mod kpi;
+mod least_privilege;
 mod lifecycle;
 mod oee;
 mod ops;

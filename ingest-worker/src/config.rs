@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 use protocol::reading::{DEFAULT_MAX_FIELD_BYTES, DEFAULT_MAX_LINE_BYTES};
 use protocol::{Limits, Names};
+use service::db::MigrateMode;
 use service::nats::NatsArgs;
 
 pub use service::telemetry::LogFormat;
@@ -30,6 +31,12 @@ pub struct Config {
         hide_env_values = true
     )]
     pub database_url: String,
+
+    /// Whether to apply the schema migrations at start: `auto` when the login may change the
+    /// schema (its owner, a superuser; a least-privilege login only checks they were applied),
+    /// `always`, or `never` (only check).
+    #[arg(long, env = "DB_MIGRATE", value_enum, default_value_t = MigrateMode::Auto)]
+    pub migrate: MigrateMode,
 
     /// Use stream, subject and consumer names suffixed with this tag (tests, benchmarks, several
     /// deployments on one NATS account). Empty: the standard names (READINGS, edge.readings.>).

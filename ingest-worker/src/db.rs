@@ -34,6 +34,11 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     Ok(service::db::migrate(pool).await?)
 }
 
+/// Migrates or, as a least-privilege login, checks the schema (see [`service::db::prepare`]).
+pub async fn prepare(pool: &PgPool, mode: service::db::MigrateMode) -> Result<(), DbError> {
+    Ok(service::db::prepare(pool, mode).await?)
+}
+
 /// Creates the daily partitions around today (no-op on TimescaleDB). Returns how many were made.
 #[instrument(skip(pool), err)]
 pub async fn ensure_partitions(

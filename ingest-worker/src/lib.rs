@@ -65,7 +65,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
     else {
         return Ok(());
     };
-    db::migrate(&pool).await?;
+    db::prepare(&pool, config.migrate).await?;
     if let Err(e) = db::ensure_partitions(
         &pool,
         config.partition_days_back,

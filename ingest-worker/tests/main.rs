@@ -7,5 +7,6 @@
 
 mod exactly_once;
 mod faults;
+mod least_privilege;
 mod schema;
 mod support;

@@ -346,9 +346,20 @@ fn compose_file_parses_and_every_referenced_file_exists() {
                         "{name} waits for {dep} to be healthy, which has no healthcheck"
                     );
                 }
+                // A one-shot job (the migrations) must not be restarted, or it never completes.
+                if cond["condition"] == "service_completed_successfully" {
+                    assert_eq!(
+                        services[dep]["restart"], "no",
+                        "{name} waits for {dep} to complete, which restarts"
+                    );
+                }
             }
         }
-        assert!(svc.get("healthcheck").is_some(), "{name}: no healthcheck");
+        let one_shot = svc["restart"] == "no";
+        assert!(
+            one_shot || svc.get("healthcheck").is_some(),
+            "{name}: no healthcheck"
+        );
     }
     assert!(checked >= 10, "only {checked} references checked");
     assert!(root().join("hotdata/sample_readings.jsonl").is_file());

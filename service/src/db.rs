@@ -65,6 +65,84 @@ pub enum DbSetupError {
     History(#[source] sqlx::Error),
     #[error(transparent)]
     UnknownHistory(#[from] UnknownHistory),
+    /// The login may not change the schema and the schema is behind this release.
+    #[error(
+        "the database lacks migrations {missing:?} of this release, and login {login:?} may not \
+         apply them (it runs with least privilege): apply them as the schema's owner first, \
+         e.g. `mes-api migrate` with the owner's DATABASE_URL"
+    )]
+    NotMigrated { login: String, missing: Vec<i64> },
+    #[error("cannot check the migration state: {0}")]
+    Check(#[source] sqlx::Error),
+}
+
+/// Whether a service applies the migrations at start (`--migrate`, `DB_MIGRATE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum MigrateMode {
+    /// Apply them when the login may change the schema (the owner, a superuser); a
+    /// least-privilege login only checks that they were applied.
+    #[default]
+    Auto,
+    /// Apply them; fail if the login may not.
+    Always,
+    /// Only check that every migration of this release was applied.
+    Never,
+}
+
+/// Prepares the schema at a service's start according to `mode`: migrate (as the owner), or,
+/// for a least-privilege run-time login, check that the owner already did.
+#[instrument(skip(pool), err)]
+pub async fn prepare(pool: &PgPool, mode: MigrateMode) -> Result<(), DbSetupError> {
+    let may_migrate = match mode {
+        MigrateMode::Always => true,
+        MigrateMode::Never => false,
+        MigrateMode::Auto => may_change_schema(pool).await?,
+    };
+    if may_migrate {
+        return migrate(pool).await;
+    }
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await
+            .or_else(|e| match &e {
+                // No history table at all: nothing applied.
+                sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => {
+                    Ok(Vec::new())
+                }
+                _ => Err(e),
+            })
+            .map_err(DbSetupError::Check)?;
+    let missing: Vec<i64> = MIGRATOR
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| !applied.contains(v))
+        .collect();
+    if missing.is_empty() {
+        info!("schema is current; this login does not migrate");
+        return Ok(());
+    }
+    let login: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(pool)
+        .await
+        .map_err(DbSetupError::Check)?;
+    Err(DbSetupError::NotMigrated { login, missing })
+}
+
+/// The login may change the schema: a superuser, or the owner of the migration history (or,
+/// on an empty database, one that may create in schema `public`).
+async fn may_change_schema(pool: &PgPool) -> Result<bool, DbSetupError> {
+    sqlx::query_scalar(
+        "SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+             OR CASE WHEN to_regclass('_sqlx_migrations') IS NULL
+                     THEN has_schema_privilege('public', 'CREATE')
+                     ELSE pg_has_role((SELECT relowner FROM pg_class
+                                       WHERE oid = to_regclass('_sqlx_migrations')), 'USAGE')
+                END",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(DbSetupError::Check)
 }
 
 /// A `_sqlx_migrations` history this release cannot continue from. Nothing was changed: the

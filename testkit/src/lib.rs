@@ -146,6 +146,20 @@ fn with_database(url: &str, db: &str) -> String {
     format!("{head}/{db}{query}")
 }
 
+/// `url` logging in as `user` with `password` (both URL-safe: tests use generated names), host,
+/// database and query kept: a least-privilege login of a test database.
+pub fn with_login(url: &str, user: &str, password: &str) -> String {
+    let (head, db, query) = split_url(url);
+    let scheme_end = head.find("://").map_or(0, |i| i + 3);
+    let host = head[scheme_end..]
+        .rsplit_once('@')
+        .map_or(&head[scheme_end..], |(_, host)| host);
+    format!(
+        "{}{user}:{password}@{host}/{db}{query}",
+        &head[..scheme_end]
+    )
+}
+
 /// A name unique in this process and very likely across processes:
 /// `t_<prefix>_<pid>_<counter>_<random>`, lowercase `[a-z0-9_]`, at most 63 bytes, so it is safe
 /// as a PostgreSQL database name and as a NATS subject token or stream name.
@@ -174,6 +188,22 @@ pub fn unique_name(prefix: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logins_replace_only_the_user() {
+        assert_eq!(
+            with_login("postgres://postgres@127.0.0.1:5432/db", "w1", "pw"),
+            "postgres://w1:pw@127.0.0.1:5432/db"
+        );
+        assert_eq!(
+            with_login("postgres://a:b@h:1/db?sslmode=disable", "w1", "pw"),
+            "postgres://w1:pw@h:1/db?sslmode=disable"
+        );
+        assert_eq!(
+            with_login("postgres://h/db", "u", "p"),
+            "postgres://u:p@h/db"
+        );
+    }
 
     #[test]
     fn unique_names_are_safe_and_distinct() {

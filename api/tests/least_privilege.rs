@@ -1,0 +1,125 @@
+//! mes-api at run time as a least-privilege login (`edge_mes_api`): after the schema's owner
+//! migrated, every endpoint family works — the run lifecycle (batched and keyed reports), OEE,
+//! trace, SPC, the board — and the outbox relay publishes and marks events as that login.
+
+use std::time::Duration;
+
+use mes_api::relay::{self, RelaySettings};
+use mes_api::{AppState, Settings};
+use protocol::OpRunNames;
+use serde_json::json;
+use testkit::NatsServer;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn the_api_runs_as_a_login_in_edge_mes_api() {
+    let t = db().await;
+    let login = testkit::unique_name("api_login");
+    sqlx::query(&format!(
+        "CREATE ROLE {login} LOGIN PASSWORD 'pw' IN ROLE edge_mes_api"
+    ))
+    .execute(&t.pool)
+    .await
+    .unwrap();
+    let pool = mes_api::db::connect(&testkit::with_login(&t.url, &login, "pw"), 8)
+        .await
+        .unwrap();
+    // At start: a check, not a migration, then its default site.
+    mes_api::db::prepare(&pool, service::db::MigrateMode::Auto)
+        .await
+        .unwrap();
+    mes_api::db::ensure_site(&pool, "LP", "Europe/Berlin")
+        .await
+        .unwrap();
+    let app = mes_api::app(AppState::new(
+        pool.clone(),
+        None,
+        Settings {
+            default_site: "BKK".to_owned(),
+        },
+    ));
+
+    let id = start_run(
+        &app,
+        json!({"work_order_id":"WO-lp","operation_id":"OP10","resource_id":"R-lp","ideal_cycle_time_s":1.0}),
+    )
+    .await;
+    for (uri, body, key) in [
+        (
+            "/op_run/report",
+            json!({"op_run_id":id,"good_delta":5,"scrap_delta":1}),
+            None,
+        ),
+        (
+            "/op_run/report",
+            json!({"op_run_id":id,"good_delta":2,"scrap_delta":0}),
+            Some("lp-1"),
+        ),
+        (
+            "/op_run/pause",
+            json!({"op_run_id":id,"reason_code":"breakdown"}),
+            None,
+        ),
+        ("/op_run/resume", json!({"op_run_id":id}), None),
+        (
+            "/op_run/complete",
+            json!({"op_run_id":id,"good_units":10}),
+            Some("lp-2"),
+        ),
+    ] {
+        let answer = match key {
+            Some(k) => post_with_key(&app, uri, body, k).await,
+            None => post(&app, uri, body).await,
+        };
+        assert!(answer.status.is_success(), "{uri}: {}", answer.body);
+    }
+    for uri in [
+        format!("/op_run/{id}"),
+        "/op_run/active".to_owned(),
+        "/kpi/oee?site_id=BKK".to_owned(),
+        "/trace/work_order/WO-lp".to_owned(),
+        "/spc?resource_id=R-lp&sensor=temp".to_owned(),
+        "/board/state".to_owned(),
+    ] {
+        let answer = get(&app, &uri).await;
+        assert_eq!(answer.status.as_u16(), 200, "{uri}: {}", answer.body);
+    }
+    assert_eq!(
+        get(&app, &format!("/op_run/{id}")).await.body["good_units"],
+        10
+    );
+
+    // The relay, as the same login: publishes, marks sent, trims old keys and events.
+    let nats = NatsServer::start().await.unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let stop = CancellationToken::new();
+    let relay_task = tokio::spawn(relay::run(
+        pool.clone(),
+        client,
+        RelaySettings {
+            names: OpRunNames::isolated(&t.name),
+            poll: Duration::from_millis(50),
+            linger: Duration::from_millis(5),
+            batch: 16,
+            ack_timeout: Duration::from_secs(2),
+            stream_replicas: 1,
+            idempotency_ttl_hours: 24,
+            outbox_retention_days: 7,
+        },
+        Default::default(),
+        stop.clone(),
+    ));
+    wait_until(
+        "every event sent by the login's relay",
+        Duration::from_secs(30),
+        || async {
+            scalar_i64(&t.pool, "SELECT count(*) FROM outbox WHERE sent_at IS NULL").await == 0
+        },
+    )
+    .await;
+    assert_eq!(scalar_i64(&t.pool, "SELECT count(*) FROM outbox").await, 6);
+    stop.cancel();
+    relay_task.await.unwrap();
+}
