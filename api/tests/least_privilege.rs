@@ -123,3 +123,44 @@ async fn the_api_runs_as_a_login_in_edge_mes_api() {
     stop.cancel();
     relay_task.await.unwrap();
 }
+
+/// `mes-api migrate`, the owner's one-shot job, with its URL from a secrets file
+/// (`DATABASE_URL_FILE`, as Docker and Kubernetes mount secrets); both set is refused.
+#[tokio::test]
+async fn migrate_takes_the_owner_url_from_a_file() {
+    let name = testkit::unique_name("api_migrate");
+    let url = pg().await.url(&name);
+    let file = std::env::temp_dir().join(format!("{name}.url"));
+    std::fs::write(&file, format!("{url}\n")).unwrap();
+    let run = |both: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mes-api"));
+        cmd.arg("migrate")
+            .env_remove("DATABASE_URL")
+            .env("DATABASE_URL_FILE", &file)
+            .env("LOG_FORMAT", "json");
+        if both {
+            cmd.env("DATABASE_URL", "postgres://elsewhere/db");
+        }
+        cmd.output().unwrap()
+    };
+    let refused = run(true);
+    assert!(!refused.status.success());
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        text.contains("DATABASE_URL and DATABASE_URL_FILE are both set"),
+        "{text}"
+    );
+    let out = run(false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pool = mes_api::db::connect(&url, 1).await.unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(applied as usize, service::db::MIGRATOR.iter().count());
+    std::fs::remove_file(&file).unwrap();
+}

@@ -6,6 +6,9 @@ use edge_shipper::Config;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
+    // NATS_PASSWORD_FILE, NATS_URL_FILE, ...: secrets from files, before clap reads the
+    // environment.
+    service::secrets::load()?;
     let config = Config::parse();
     service::telemetry::init(config.log_format);
     // SIGTERM and Ctrl-C: publishes in flight are acknowledged and checkpointed before exit.

@@ -4,6 +4,9 @@ use ingest_worker::config::Config;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // DATABASE_URL_FILE, NATS_PASSWORD_FILE, ...: secrets from files, before clap reads the
+    // environment.
+    service::secrets::load()?;
     let config = Config::parse();
     service::telemetry::init(config.log_format);
     // SIGTERM (Kubernetes, systemd) and Ctrl-C stop the worker cleanly: batches in flight are

@@ -5,6 +5,7 @@
 //! - [`telemetry`]: `tracing` set-up, human or JSON (`LOG_FORMAT=json`).
 //! - [`shutdown`]: a cancellation token cancelled by SIGTERM or Ctrl-C.
 //! - [`retry`]: waiting out a dependency that is not up yet.
+//! - [`secrets`]: `X_FILE` for every secret variable `X` (Docker/Kubernetes secrets).
 //! - [`db`] (feature `db`): connect to PostgreSQL, creating the database when missing, and apply
 //!   the embedded migrations.
 
@@ -12,5 +13,6 @@
 pub mod db;
 pub mod nats;
 pub mod retry;
+pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;
