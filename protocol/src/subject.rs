@@ -97,6 +97,22 @@ pub fn parse_readings_subject(prefix: &str, subject: &str) -> Option<(String, St
     Some((unescape_token(site)?, unescape_token(box_id)?))
 }
 
+/// Reply inbox prefix of a client that logs in with a user nkey: `_INBOX.<its public key>`.
+///
+/// The server allows each such user to subscribe to `_INBOX.<its public key>.>` only, so one edge
+/// box cannot read another's PubAcks: edge-mes-nats-admin writes that permission, the service
+/// crate's connection options use this prefix.
+pub fn nkey_inbox_prefix(public_key: &str) -> String {
+    format!("_INBOX.{}", escape_token(public_key))
+}
+
+/// Reply inbox prefix of an edge-mes service that logs in by name (`ingest-worker`, `mes-api`):
+/// `_INBOX.<name>`. Inside `_INBOX.>`, so a server that lets it read all of `_INBOX.>` still
+/// works, while the production config gives each service only its own subtree.
+pub fn service_inbox_prefix(name: &str) -> String {
+    format!("_INBOX.{}", escape_token(name))
+}
+
 /// `edge.dlq.<site>.<box>`
 pub fn dlq_subject(site: &str, box_id: &str) -> String {
     format!(
@@ -152,6 +168,17 @@ mod tests {
         assert_eq!(unescape_token("_zz"), None);
         assert_eq!(unescape_token("a.b"), None);
         assert_eq!(unescape_token("_2e"), None);
+    }
+
+    #[test]
+    fn inbox_prefixes_are_one_token_under_inbox() {
+        assert_eq!(
+            service_inbox_prefix("ingest-worker"),
+            "_INBOX.ingest-worker"
+        );
+        assert_eq!(service_inbox_prefix("a.b >"), "_INBOX.a_2Eb_20_3E");
+        let key = "UCT5NERPK2SAKCXVGO2WCAL66LVLYFVXLZ72CGICPAWSCWQZCIIP7MM3";
+        assert_eq!(nkey_inbox_prefix(key), format!("_INBOX.{key}"));
     }
 
     #[test]

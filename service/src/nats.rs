@@ -12,8 +12,9 @@
 //! requires TLS with the system's CAs.
 //!
 //! Replies: each binary receives its replies (PubAcks, JetStream API answers, pulled messages)
-//! under its own inbox prefix, `_INBOX.<client name>` (e.g. `_INBOX.ingest-worker`), so the
-//! server can let each identity read its own replies and no one else's (nats/production/).
+//! under its own inbox prefix, `_INBOX.<client name>` (e.g. `_INBOX.ingest-worker`), or with an
+//! nkey `_INBOX.<public key>`, so the server can let each identity read its own replies and no
+//! one else's (nats/production/).
 
 use std::path::{Path, PathBuf};
 
@@ -233,22 +234,17 @@ impl NatsArgs {
             .join(",")
     }
 
-    /// The inbox prefix of a client named `name`: `_INBOX.<name>`. It stays under `_INBOX.`, so
-    /// a server that lets a user read `_INBOX.>` still works, and the production config can give
-    /// each service only its own subtree.
-    pub fn inbox_prefix(name: &str) -> String {
-        format!("_INBOX.{}", inbox_token(name))
-    }
-
     /// Client options named `name` (shown by the server's connz), authenticated as configured,
-    /// with TLS if configured, replies under [`Self::inbox_prefix`], retrying the first connection
-    /// and reconnecting forever: every edge-mes binary waits for NATS rather than exiting when it
-    /// is briefly away. Files named by the flags are read (or checked) here, so a missing or wrong
-    /// one is an error at start, not a connection retried forever.
+    /// with TLS if configured, retrying the first connection and reconnecting forever: every
+    /// edge-mes binary waits for NATS rather than exiting when it is briefly away. Replies come
+    /// under `_INBOX.<public key>` for an nkey identity, `_INBOX.<name>` otherwise
+    /// (`protocol::subject`), so the server can let each identity read its own replies only.
+    /// Files named by the flags are read (or checked) here, so a missing or wrong one is an
+    /// error at start, not a connection retried forever.
     pub async fn connect_options(&self, name: &str) -> Result<ConnectOptions, NatsConfigError> {
         let mut options = ConnectOptions::new()
             .name(name)
-            .custom_inbox_prefix(Self::inbox_prefix(name))
+            .custom_inbox_prefix(protocol::subject::service_inbox_prefix(name))
             .retry_on_initial_connect()
             .max_reconnects(None)
             .event_callback(|event| async move {
@@ -279,35 +275,21 @@ impl NatsArgs {
                     source,
                 }
             })?,
-            Auth::NKeyFile(path) => options.nkey(read_user_seed(&path).await?),
+            Auth::NKeyFile(path) => {
+                let (seed, public_key) = read_user_seed(&path).await?;
+                options
+                    .custom_inbox_prefix(protocol::subject::nkey_inbox_prefix(&public_key))
+                    .nkey(seed)
+            }
             Auth::Token(token) => options.token(token),
             Auth::UserPassword { user, password } => options.user_and_password(user, password),
         })
     }
 }
 
-/// A client name as one subject token: characters outside `[A-Za-z0-9_-]` become `_`.
-fn inbox_token(name: &str) -> String {
-    let token: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if token.is_empty() {
-        "client".to_owned()
-    } else {
-        token
-    }
-}
-
-/// The user nkey seed in `path` (surrounding white space ignored). A file that others may read
-/// is used but warned about: the seed is the box's identity.
-async fn read_user_seed(path: &Path) -> Result<String, NatsConfigError> {
+/// The user nkey seed in `path` (surrounding white space ignored) and its public key. A file that
+/// others may read is used but warned about: the seed is the box's identity.
+async fn read_user_seed(path: &Path) -> Result<(String, String), NatsConfigError> {
     let shown = || path.display().to_string();
     let text =
         tokio::fs::read_to_string(path)
@@ -317,11 +299,10 @@ async fn read_user_seed(path: &Path) -> Result<String, NatsConfigError> {
                 source,
             })?;
     let seed = text.trim();
-    let is_user = nkeys::KeyPair::from_seed(seed)
-        .is_ok_and(|k| matches!(k.key_pair_type(), nkeys::KeyPairType::User));
-    if !is_user {
-        return Err(NatsConfigError::NotAUserSeed { path: shown() });
-    }
+    let public_key = match nkeys::KeyPair::from_seed(seed) {
+        Ok(k) if matches!(k.key_pair_type(), nkeys::KeyPairType::User) => k.public_key(),
+        _ => return Err(NatsConfigError::NotAUserSeed { path: shown() }),
+    };
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -332,7 +313,7 @@ async fn read_user_seed(path: &Path) -> Result<String, NatsConfigError> {
             }
         }
     }
-    Ok(seed.to_owned())
+    Ok((seed.to_owned(), public_key))
 }
 
 /// Checks that a TLS file can be read and holds a PEM block (async-nats reads it again at
@@ -503,17 +484,6 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?} was accepted");
         }
-    }
-
-    #[test]
-    fn each_client_name_gets_its_own_inbox_subtree() {
-        assert_eq!(
-            NatsArgs::inbox_prefix("ingest-worker"),
-            "_INBOX.ingest-worker"
-        );
-        assert_eq!(NatsArgs::inbox_prefix("mes-api"), "_INBOX.mes-api");
-        assert_eq!(NatsArgs::inbox_prefix("a.b >*"), "_INBOX.a_b___");
-        assert_eq!(NatsArgs::inbox_prefix(""), "_INBOX.client");
     }
 
     #[tokio::test]
