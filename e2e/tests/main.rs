@@ -6,6 +6,7 @@
 mod auth;
 mod bus_buffer;
 mod faults;
+mod identity;
 mod inputs;
 mod pipeline;
 mod shutdown;
