@@ -174,8 +174,8 @@ fn remove_box(r: &RemoveBox) -> Result<Done, AdminError> {
     Ok(Done {
         entry: None,
         guidance: format!(
-            "removed {} from {}; it is refused once the servers reloaded \
-             (nats-server --signal reload); its open connection is closed then",
+            "removed {} from {}; once the servers reloaded (nats-server --signal reload) it \
+             can neither log in nor publish on a connection it still has",
             id.label(),
             r.boxes_file.display()
         ),

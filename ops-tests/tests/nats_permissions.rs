@@ -737,6 +737,8 @@ async fn a_box_added_or_revoked_takes_effect_at_reload() {
     let box_c = nats.connect_box(&c).await;
     publish_is_acked(&box_c, "box C", &c.subject()).await;
     assert_eq!(c.subject(), "edge.readings.CNX.line_203");
+    let box_a = nats.connect_box(&a).await;
+    publish_is_acked(&box_a, "box A", &a.subject()).await;
 
     let text = std::fs::read_to_string(&boxes).unwrap();
     nats_admin::boxes_file::write_atomically(
@@ -747,13 +749,15 @@ async fn a_box_added_or_revoked_takes_effect_at_reload() {
     nats.reload(&nats_server);
     wait_until(
         Duration::from_secs(10),
-        "box A refused after its revocation",
+        "box A refused a login after its revocation",
         || {
             let a_login = login(&a);
             async move { !a_login.await }
         },
     )
     .await;
+    // Nor can it publish on the connection it had before.
+    publish_is_refused(&box_a, "box A after its revocation", &a.subject()).await;
     publish_is_acked(&box_c, "box C", &c.subject()).await;
 }
 
