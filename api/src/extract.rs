@@ -123,7 +123,8 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
 }
 
 impl QueryParams {
-    /// The value of `name`, if given (once).
+    /// The value of `name`, if given (once). An empty value (`?from=`, what an HTML form sends for
+    /// an empty field) is the same as leaving the parameter out.
     pub fn take(&mut self, name: &str) -> Result<Option<String>, ApiError> {
         let mut found: Vec<String> = Vec::new();
         self.pairs.retain(|(k, v)| {
@@ -136,7 +137,7 @@ impl QueryParams {
         });
         match found.len() {
             0 => Ok(None),
-            1 => Ok(found.pop()),
+            1 => Ok(found.pop().filter(|v| !v.is_empty())),
             _ => Err(ApiError::malformed(name, "given more than once")),
         }
     }
@@ -177,6 +178,39 @@ impl QueryParams {
             None => Ok(()),
             Some((k, _)) => Err(ApiError::malformed(k.clone(), "unknown query parameter")),
         }
+    }
+}
+
+/// The OpenAPI responses of an operation taking an [`ApiJson`] body (and an `Idempotency-Key`):
+/// what the extractors refuse before the handler runs. An operation's own tuples listed after it
+/// replace these with more specific descriptions.
+pub struct JsonBodyRefusals;
+
+impl utoipa::IntoResponses for JsonBodyRefusals {
+    fn responses() -> std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+    > {
+        use crate::http::problem_doc;
+        utoipa::openapi::ResponsesBuilder::new()
+            .response(
+                "400",
+                problem_doc("malformed: not JSON, or a bad `Idempotency-Key`"),
+            )
+            .response(
+                "413",
+                problem_doc("body larger than the configured limit (--max-body-bytes)"),
+            )
+            .response(
+                "415",
+                problem_doc("body not `application/json` (or `+json`)"),
+            )
+            .response(
+                "422",
+                problem_doc("a field is missing, unknown, of the wrong type or out of range"),
+            )
+            .build()
+            .responses
     }
 }
 
@@ -235,6 +269,25 @@ mod tests {
             field_of(r#"{"id":"a","n":1} {}"#),
             (400, Some("body".into()))
         );
+    }
+
+    #[test]
+    fn an_empty_query_value_is_an_absent_one() {
+        let mut q = QueryParams {
+            pairs: vec![("from".into(), String::new()), ("site".into(), "A".into())],
+        };
+        assert_eq!(q.take("from").unwrap(), None);
+        assert_eq!(q.take("site").unwrap().as_deref(), Some("A"));
+        assert!(q.finish().is_ok());
+        let mut q = QueryParams {
+            pairs: vec![("site".into(), String::new()), ("site".into(), "A".into())],
+        };
+        assert!(q.take("site").is_err(), "repeated, even if one is empty");
+        let mut q = QueryParams {
+            pairs: vec![("sensor".into(), String::new())],
+        };
+        let e = q.require("sensor").unwrap_err().problem();
+        assert_eq!((e.status, e.field.as_deref()), (400, Some("sensor")));
     }
 
     #[test]

@@ -79,13 +79,101 @@ fn api_router() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of every route [`app`] serves.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().split_for_parts().1
+    let mut doc = api_router().split_for_parts().1;
+    // The timeout layer wraps every route, so every operation can answer 408 (without a body).
+    for item in doc.paths.paths.values_mut() {
+        for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+            operation
+                .responses
+                .responses
+                .entry("408".to_owned())
+                .or_insert_with(|| {
+                    utoipa::openapi::ResponseBuilder::new()
+                        .description("slower than --request-timeout-ms; no body")
+                        .build()
+                        .into()
+                });
+        }
+    }
+    doc
 }
 
+/// A documented problem response: `application/problem+json` with the `Problem` schema.
+pub(crate) fn problem_doc(description: &str) -> utoipa::openapi::response::Response {
+    utoipa::openapi::ResponseBuilder::new()
+        .description(description)
+        .content(
+            crate::error::PROBLEM_JSON,
+            utoipa::openapi::ContentBuilder::new()
+                .schema(Some(utoipa::openapi::Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build()
+}
+
+/// The OpenAPI responses of an operation that reads or writes the database: 503 when it is down
+/// or overloaded (retry), 500 for what the server log explains.
+pub struct ServerFaults;
+
+impl utoipa::IntoResponses for ServerFaults {
+    fn responses() -> std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+    > {
+        utoipa::openapi::ResponsesBuilder::new()
+            .response(
+                "500",
+                problem_doc("internal error; the server log has the cause"),
+            )
+            .response(
+                "503",
+                problem_doc("the database is unreachable or overloaded; retry later"),
+            )
+            .build()
+            .responses
+    }
+}
+
+/// The served document: [`openapi`] as JSON, its links spelled as OpenAPI spells them.
 pub(crate) fn openapi_document_json() -> String {
     static DOC: OnceLock<String> = OnceLock::new();
-    DOC.get_or_init(|| openapi().to_json().unwrap_or_else(|_| "{}".to_owned()))
-        .clone()
+    DOC.get_or_init(|| {
+        let mut doc = serde_json::to_value(openapi()).unwrap_or_default();
+        camel_case_links(&mut doc);
+        doc.to_string()
+    })
+    .clone()
+}
+
+/// utoipa 5.5 writes a Link object's fields in snake case (`operation_id`, fixed in utoipa 6);
+/// OpenAPI and the tools that follow links read `operationId`, `operationRef`, `requestBody`.
+fn camel_case_links(doc: &mut serde_json::Value) {
+    let operations = doc
+        .get_mut("paths")
+        .and_then(serde_json::Value::as_object_mut)
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|item| item.values_mut());
+    let links = operations
+        .filter_map(|operation| operation.get_mut("responses"))
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|responses| responses.values_mut())
+        .filter_map(|response| response.get_mut("links"))
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|links| links.values_mut())
+        .filter_map(serde_json::Value::as_object_mut);
+    for link in links {
+        for (snake, camel) in [
+            ("operation_id", "operationId"),
+            ("operation_ref", "operationRef"),
+            ("request_body", "requestBody"),
+        ] {
+            if let Some(value) = link.remove(snake) {
+                link.insert(camel.to_owned(), value);
+            }
+        }
+    }
 }
 
 /// The whole HTTP API with default limits.
@@ -140,4 +228,111 @@ async fn record_metrics(request: Request, next: Next) -> Response {
         started.elapsed(),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Ident, Note};
+    use serde_json::Value;
+
+    fn document() -> Value {
+        serde_json::from_str(&openapi_document_json()).unwrap()
+    }
+
+    fn operations(doc: &Value) -> Vec<(String, &Value)> {
+        let mut out = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                out.push((format!("{method} {path}"), operation));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn operations_state_the_refusals_of_the_layers_they_pass() {
+        let doc = document();
+        for (name, operation) in operations(&doc) {
+            let responses = &operation["responses"];
+            assert!(responses["408"].is_object(), "{name}: the timeout layer");
+            if operation["tags"][0] == "runs" && operation["requestBody"].is_object() {
+                for status in ["400", "413", "415", "422", "503"] {
+                    let problem = &responses[status]["content"]["application/problem+json"];
+                    assert!(problem.is_object(), "{name}: {status}");
+                }
+                let key = operation["parameters"]
+                    .as_array()
+                    .and_then(|p| p.iter().find(|p| p["name"] == "Idempotency-Key"))
+                    .unwrap_or_else(|| panic!("{name}: Idempotency-Key"));
+                assert_eq!(key["in"], "header");
+                assert_eq!(key["schema"]["maxLength"], 255);
+                assert_eq!(key["schema"]["pattern"], crate::idempotency::KEY_PATTERN);
+            }
+        }
+    }
+
+    #[test]
+    fn a_started_run_links_to_the_operations_that_take_its_id() {
+        let doc = document();
+        let links = &doc["paths"]["/op_run/start"]["post"]["responses"]["201"]["links"];
+        let ids: Vec<&str> = operations(&doc)
+            .iter()
+            .filter_map(|(_, o)| o["operationId"].as_str())
+            .collect();
+        for (name, link) in links.as_object().unwrap() {
+            let target = link["operationId"].as_str().unwrap_or_default();
+            assert!(ids.contains(&target), "{name} links to {target:?}");
+            assert!(
+                link.get("operation_id").is_none(),
+                "OpenAPI spells it operationId"
+            );
+            let id = if target == "get_run" {
+                &link["parameters"]["op_run_id"]
+            } else {
+                &link["requestBody"]["op_run_id"]
+            };
+            assert_eq!(id, "$response.body#/op_run_id", "{name}");
+        }
+        let mut names: Vec<&String> = links.as_object().unwrap().keys().collect();
+        names.sort();
+        let expected = ["abort", "complete", "get_run", "pause", "report", "resume"];
+        assert_eq!(names, expected);
+    }
+
+    /// Each branch of a text schema admits only values the type takes: the ASCII branch by its
+    /// pattern (checked against the type's rule on every ASCII character), the other by a length
+    /// whose characters fit in the type's bytes even at 4 bytes each.
+    #[test]
+    fn text_schemas_admit_only_what_fits_in_the_bytes() {
+        let doc = document();
+        type Takes = fn(&str) -> bool;
+        let cases: [(&str, usize, Takes); 2] = [
+            ("Ident", crate::domain::values::MAX_ID_BYTES, |s| {
+                Ident::parse(s).is_ok()
+            }),
+            ("Note", crate::domain::values::MAX_NOTE_BYTES, |s| {
+                Note::parse(s).is_ok()
+            }),
+        ];
+        for (name, max_bytes, takes) in cases {
+            let branches = doc["components"]["schemas"][name]["anyOf"]
+                .as_array()
+                .unwrap();
+            let (ascii, any) = (&branches[0], &branches[1]);
+            assert_eq!(ascii["maxLength"], max_bytes, "{name}");
+            assert!(
+                any["maxLength"].as_u64().unwrap() * 4 <= max_bytes as u64,
+                "{name}"
+            );
+            let pattern = regex::Regex::new(ascii["pattern"].as_str().unwrap()).unwrap();
+            for c in (0u8..=0x7f).map(char::from) {
+                for value in [format!("a{c}"), c.to_string()] {
+                    assert_eq!(pattern.is_match(&value), takes(&value), "{name} {value:?}");
+                }
+            }
+            assert!(!pattern.is_match("aü"), "{name}: the ASCII branch is ASCII");
+            assert!(takes(&"ü".repeat(max_bytes / 2)) && !takes(&"ü".repeat(max_bytes / 2 + 1)));
+        }
+    }
 }

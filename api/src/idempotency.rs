@@ -16,6 +16,12 @@ use crate::error::ApiError;
 pub const HEADER: &str = "Idempotency-Key";
 pub const REPLAYED_HEADER: &str = "Idempotent-Replayed";
 const MAX_KEY_BYTES: usize = 255;
+/// The rule of [`IdempotencyKey`] as the OpenAPI document states it: visible ASCII, `!` to `~`.
+pub const KEY_PATTERN: &str = "^[!-~]+$";
+
+fn is_valid_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY_BYTES && key.bytes().all(|b| b.is_ascii_graphic())
+}
 
 /// The request's `Idempotency-Key`, if it sent one: 1 to 255 visible ASCII characters.
 #[derive(Debug, Clone)]
@@ -35,9 +41,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
         let key = value
             .to_str()
             .ok()
-            .filter(|k| {
-                !k.is_empty() && k.len() <= MAX_KEY_BYTES && k.bytes().all(|b| b.is_ascii_graphic())
-            })
+            .filter(|k| is_valid_key(k))
             .ok_or_else(|| {
                 ApiError::malformed(
                     HEADER,
@@ -45,6 +49,32 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
                 )
             })?;
         Ok(Self(Some(key.to_owned())))
+    }
+}
+
+/// The header as an optional OpenAPI parameter of every POST, with the rule its extractor applies.
+impl utoipa::IntoParams for IdempotencyKey {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::{ObjectBuilder, Required, Type};
+        let schema = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX_KEY_BYTES))
+            .pattern(Some(KEY_PATTERN));
+        vec![ParameterBuilder::new()
+            .name(HEADER)
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some(
+                "Retry-safe key: 1 to 255 visible ASCII characters (no spaces). A retry with the \
+                 same key and body gets the first answer back (header `Idempotent-Replayed: \
+                 true`); the same key with another body or route is refused with 422.",
+            ))
+            .schema(Some(schema))
+            .build()]
     }
 }
 
@@ -150,4 +180,24 @@ pub async fn expire(pool: &sqlx::PgPool, ttl_hours: u32) -> Result<u64, sqlx::Er
     .execute(pool)
     .await?
     .rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_pattern_is_the_rule() {
+        let pattern = regex::Regex::new(KEY_PATTERN).unwrap();
+        for c in (0u8..=0x7f)
+            .map(char::from)
+            .chain(['\u{80}', 'ü', '\u{a0}'])
+        {
+            let key = format!("k{c}");
+            assert_eq!(pattern.is_match(&key), is_valid_key(&key), "{key:?}");
+        }
+        assert!(is_valid_key(&"k".repeat(MAX_KEY_BYTES)));
+        assert!(!is_valid_key(&"k".repeat(MAX_KEY_BYTES + 1)));
+        assert!(!is_valid_key("") && !pattern.is_match(""));
+    }
 }

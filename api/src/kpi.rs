@@ -88,14 +88,14 @@ const KPI_COLUMNS: &str = "k.availability, k.performance, k.quality, k.oee, k.pe
 /// OEE per resource and shift.
 #[utoipa::path(get, path = "/kpi/oee", tag = "kpi",
     params(
-        ("site_id" = Option<String>, Query, description = "only this site"),
-        ("resource_id" = Option<String>, Query, description = "only this resource"),
-        ("from" = Option<String>, Query, description = "RFC 3339; default `to` minus 24 h"),
-        ("to" = Option<String>, Query, description = "RFC 3339; default now")),
-    responses(
+        ("site_id" = Option<crate::domain::Ident>, Query, description = "only this site; empty or absent: all"),
+        ("resource_id" = Option<crate::domain::Ident>, Query, description = "only this resource; empty or absent: all"),
+        ("from" = Option<DateTime<Utc>>, Query, description = "window start (RFC 3339 with offset); empty or absent: `to` minus 24 h. Before `to`, at most 93 days before it"),
+        ("to" = Option<DateTime<Utc>>, Query, description = "window end (RFC 3339 with offset); empty or absent: now")),
+    responses(crate::http::ServerFaults,
         (status = 200, description = "OEE per shift, total and MTBF/MTTR", body = OeeReport),
-        (status = 400, description = "bad query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "inconsistent window", body = Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "a query parameter is malformed, unknown or repeated", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`from` is not before `to`, or the window is longer than 93 days", body = Problem, content_type = "application/problem+json")))]
 pub async fn oee(
     State(state): State<AppState>,
     mut q: QueryParams,

@@ -198,14 +198,22 @@ pub struct ActiveRuns {
 
 /// The OpenAPI schema of a domain value: the same limits the value's own check enforces.
 macro_rules! value_schema {
-    ($ty:ty, $doc:expr, $builder:expr) => {
+    ($ty:ty, schema = $schema:expr) => {
         impl utoipa::PartialSchema for $ty {
             fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-                let b: utoipa::openapi::ObjectBuilder = $builder;
-                b.description(Some($doc)).into()
+                $schema
             }
         }
         impl ToSchema for $ty {}
+    };
+    ($ty:ty, $doc:expr, $builder:expr) => {
+        value_schema!(
+            $ty,
+            schema = {
+                let b: utoipa::openapi::ObjectBuilder = $builder;
+                b.description(Some($doc)).into()
+            }
+        );
     };
 }
 
@@ -229,24 +237,68 @@ fn number() -> utoipa::openapi::ObjectBuilder {
         )))
 }
 
+/// Text limited to `max_bytes` bytes of UTF-8, as JSON Schema can say it (its `maxLength` counts
+/// characters, which take 1 to 4 bytes): ASCII text (`ascii_pattern`) of up to `max_bytes`
+/// characters, or any text (`pattern`) of up to `max_bytes / 4` characters. Every value the schema
+/// admits fits; longer non-ASCII text within `max_bytes` is taken too, but not promised.
+fn utf8_text(
+    description: &str,
+    min_length: Option<usize>,
+    max_bytes: usize,
+    ascii_pattern: &str,
+    pattern: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::schema::AnyOfBuilder::new()
+        .item(
+            string()
+                .min_length(min_length)
+                .max_length(Some(max_bytes))
+                .pattern(Some(ascii_pattern)),
+        )
+        .item(
+            string()
+                .min_length(min_length)
+                .max_length(Some(max_bytes / 4))
+                .pattern(Some(pattern)),
+        )
+        .description(Some(description))
+        .into()
+}
+
+/// An identifier in ASCII: printable, at least one character other than a space.
+pub const ASCII_ID_PATTERN: &str = "^[ -~]*[!-~][ -~]*$";
+/// A note in ASCII: printable, tabs and line breaks.
+pub const ASCII_NOTE_PATTERN: &str = r"^[\t\n\r -~]*$";
+/// A note in any script: no control characters but tabs and line breaks.
+pub const NOTE_PATTERN: &str = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$";
+
 value_schema!(
     Ident,
-    "An identifier: 1 to 128 bytes, not only white space, no control characters.",
-    string()
-        .min_length(Some(1))
-        .max_length(Some(MAX_ID_BYTES))
-        .pattern(Some(ID_PATTERN))
+    schema = utf8_text(
+        "An identifier: 1 to 128 bytes of UTF-8, not only white space, no control characters, no \
+         bidirectional overrides. Stated as: up to 128 ASCII characters, or up to 32 characters \
+         of any script.",
+        Some(1),
+        MAX_ID_BYTES,
+        ASCII_ID_PATTERN,
+        ID_PATTERN,
+    )
 );
 value_schema!(
     Note,
-    "Free text of at most 1024 bytes; line breaks and tabs, no other control characters.",
-    string().max_length(Some(MAX_NOTE_BYTES)).pattern(Some(
-        r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-    ))
+    schema = utf8_text(
+        "Free text of at most 1024 bytes of UTF-8; line breaks and tabs, no other control \
+         characters. Stated as: up to 1024 ASCII characters, or up to 256 characters of any \
+         script.",
+        None,
+        MAX_NOTE_BYTES,
+        ASCII_NOTE_PATTERN,
+        NOTE_PATTERN,
+    )
 );
 value_schema!(
     Count,
-    "A count of units, 0 to 10^9.",
+    "A count of units, 0 to 10^9, written as a JSON integer (`10`; `10.0` and `1e1` are refused).",
     integer().minimum(Some(0)).maximum(Some(MAX_COUNT))
 );
 value_schema!(

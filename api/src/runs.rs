@@ -101,12 +101,24 @@ async fn change(
 
 /// Start a run on a resource.
 #[utoipa::path(post, path = "/op_run/start", tag = "runs", request_body = StartRun,
-    params(("Idempotency-Key" = Option<String>, Header, description = "retry-safe key, 1-255 visible ASCII")),
-    responses(
-        (status = 201, description = "run started", body = Run),
-        (status = 400, description = "malformed body", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "the resource already has an overlapping run", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "invalid field", body = Problem, content_type = "application/problem+json")))]
+    params(crate::idempotency::IdempotencyKey),
+    responses(crate::extract::JsonBodyRefusals, crate::http::ServerFaults,
+        (status = 201, description = "run started (a retry with its Idempotency-Key gets the same answer)", body = Run,
+            links(
+                ("report" = (operation_id = "report", request_body = json!({"op_run_id": "$response.body#/op_run_id"}),
+                    description = "count units of the started run")),
+                ("pause" = (operation_id = "pause", request_body = json!({"op_run_id": "$response.body#/op_run_id"}),
+                    description = "pause the started run")),
+                ("resume" = (operation_id = "resume", request_body = json!({"op_run_id": "$response.body#/op_run_id"}),
+                    description = "resume the started run once paused")),
+                ("complete" = (operation_id = "complete", request_body = json!({"op_run_id": "$response.body#/op_run_id"}),
+                    description = "complete the started run")),
+                ("abort" = (operation_id = "abort", request_body = json!({"op_run_id": "$response.body#/op_run_id"}),
+                    description = "abort the started run")),
+                ("get_run" = (operation_id = "get_run", parameters(("op_run_id" = "$response.body#/op_run_id")),
+                    description = "read the started run with its downtimes")))),
+        (status = 409, description = "the resource has an overlapping run, belongs to another site, or op_run_id exists", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "invalid field: a time before 2000 or more than 5 minutes ahead, an unknown site_id, an Idempotency-Key used for another request", body = Problem, content_type = "application/problem+json")))]
 pub async fn start(
     State(state): State<AppState>,
     key: IdempotencyKey,
@@ -125,13 +137,12 @@ pub async fn start(
 
 /// Report good and scrap units made since the previous report.
 #[utoipa::path(post, path = "/op_run/report", tag = "runs", request_body = ReportCounts,
-    params(("Idempotency-Key" = Option<String>, Header, description = "retry-safe key, 1-255 visible ASCII")),
-    responses(
+    params(crate::idempotency::IdempotencyKey),
+    responses(crate::extract::JsonBodyRefusals, crate::http::ServerFaults,
         (status = 200, description = "counted; the run with its new totals", body = Run),
-        (status = 400, description = "malformed body", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "unknown run", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "the run is completed or aborted", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "invalid field", body = Problem, content_type = "application/problem+json")))]
+        (status = 422, description = "invalid field: `at` before the run's start, before 2000 or more than 5 minutes ahead; an Idempotency-Key used for another request", body = Problem, content_type = "application/problem+json")))]
 pub async fn report(
     State(state): State<AppState>,
     key: IdempotencyKey,
@@ -161,13 +172,12 @@ pub async fn report(
 
 /// Pause a running run: opens a downtime with a reason code (planned or unplanned per reason).
 #[utoipa::path(post, path = "/op_run/pause", tag = "runs", request_body = PauseRun,
-    params(("Idempotency-Key" = Option<String>, Header, description = "retry-safe key, 1-255 visible ASCII")),
-    responses(
+    params(crate::idempotency::IdempotencyKey),
+    responses(crate::extract::JsonBodyRefusals, crate::http::ServerFaults,
         (status = 200, description = "paused; the run with its downtimes", body = RunDetail),
-        (status = 400, description = "malformed body", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "unknown run", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "the run is not running", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "invalid field (e.g. unknown reason_code)", body = Problem, content_type = "application/problem+json")))]
+        (status = 409, description = "the run is not running, or `at` overlaps a downtime", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "invalid field: an unknown reason_code; `at` before the run's start or the previous downtime's end, before 2000 or more than 5 minutes ahead; an Idempotency-Key used for another request", body = Problem, content_type = "application/problem+json")))]
 pub async fn pause(
     State(state): State<AppState>,
     key: IdempotencyKey,
@@ -185,13 +195,12 @@ pub async fn pause(
 
 /// Resume a paused run: closes its open downtime.
 #[utoipa::path(post, path = "/op_run/resume", tag = "runs", request_body = ResumeRun,
-    params(("Idempotency-Key" = Option<String>, Header, description = "retry-safe key, 1-255 visible ASCII")),
-    responses(
+    params(crate::idempotency::IdempotencyKey),
+    responses(crate::extract::JsonBodyRefusals, crate::http::ServerFaults,
         (status = 200, description = "resumed; the run with its downtimes", body = RunDetail),
-        (status = 400, description = "malformed body", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "unknown run", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "the run is not paused", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "invalid field", body = Problem, content_type = "application/problem+json")))]
+        (status = 422, description = "invalid field: `at` before the pause, before 2000 or more than 5 minutes ahead; an Idempotency-Key used for another request", body = Problem, content_type = "application/problem+json")))]
 pub async fn resume(
     State(state): State<AppState>,
     key: IdempotencyKey,
@@ -206,13 +215,12 @@ pub async fn resume(
 
 /// Complete a run, optionally with final counters; closes an open downtime at the end time.
 #[utoipa::path(post, path = "/op_run/complete", tag = "runs", request_body = CompleteRun,
-    params(("Idempotency-Key" = Option<String>, Header, description = "retry-safe key, 1-255 visible ASCII")),
-    responses(
+    params(crate::idempotency::IdempotencyKey),
+    responses(crate::extract::JsonBodyRefusals, crate::http::ServerFaults,
         (status = 200, description = "completed", body = Run),
-        (status = 400, description = "malformed body", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "unknown run", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "already completed, or final counters below the reported totals", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "invalid field", body = Problem, content_type = "application/problem+json")))]
+        (status = 409, description = "already completed or aborted, or final counters below the reported totals", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "invalid field: `ended_at` before the run's start, its latest report or downtime, before 2000 or more than 5 minutes ahead; an Idempotency-Key used for another request", body = Problem, content_type = "application/problem+json")))]
 pub async fn complete(
     State(state): State<AppState>,
     key: IdempotencyKey,
@@ -232,13 +240,12 @@ pub async fn complete(
 /// Abort a run: it ends like a completion (its time stays planned busy time, its counts stay)
 /// but with status `aborted`, for runs stopped without finishing the order.
 #[utoipa::path(post, path = "/op_run/abort", tag = "runs", request_body = AbortRun,
-    params(("Idempotency-Key" = Option<String>, Header, description = "retry-safe key, 1-255 visible ASCII")),
-    responses(
+    params(crate::idempotency::IdempotencyKey),
+    responses(crate::extract::JsonBodyRefusals, crate::http::ServerFaults,
         (status = 200, description = "aborted", body = Run),
-        (status = 400, description = "malformed body", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "unknown run", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "already completed or aborted", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "invalid field", body = Problem, content_type = "application/problem+json")))]
+        (status = 422, description = "invalid field: `ended_at` before the run's start, its latest report or downtime, before 2000 or more than 5 minutes ahead; an Idempotency-Key used for another request", body = Problem, content_type = "application/problem+json")))]
 pub async fn abort(
     State(state): State<AppState>,
     key: IdempotencyKey,
@@ -254,7 +261,8 @@ pub async fn abort(
 
 /// Runs that are running or paused.
 #[utoipa::path(get, path = "/op_run/active", tag = "runs",
-    responses((status = 200, description = "active runs, oldest first", body = ActiveRuns)))]
+    responses(crate::http::ServerFaults,
+        (status = 200, description = "active runs, oldest first", body = ActiveRuns)))]
 pub async fn active(State(state): State<AppState>) -> Result<Json<ActiveRuns>, ApiError> {
     let runs = store::active_runs(&state.pool).await?;
     Ok(Json(ActiveRuns {
@@ -264,8 +272,8 @@ pub async fn active(State(state): State<AppState>) -> Result<Json<ActiveRuns>, A
 
 /// One run with its downtimes.
 #[utoipa::path(get, path = "/op_run/{op_run_id}", tag = "runs",
-    params(("op_run_id" = String, Path, description = "run id (UUID)")),
-    responses(
+    params(("op_run_id" = Uuid, Path, description = "run id")),
+    responses(crate::http::ServerFaults,
         (status = 200, description = "the run", body = RunDetail),
         (status = 400, description = "not a UUID", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "unknown run", body = Problem, content_type = "application/problem+json")))]

@@ -200,16 +200,16 @@ pub fn window(q: &mut QueryParams) -> Result<(DateTime<Utc>, DateTime<Utc>), Api
 /// Control chart of one sensor of one resource.
 #[utoipa::path(get, path = "/spc", tag = "kpi",
     params(
-        ("resource_id" = String, Query, description = "resource"),
-        ("sensor" = String, Query, description = "sensor name, e.g. temp"),
-        ("from" = Option<String>, Query, description = "window start, RFC 3339"),
-        ("to" = Option<String>, Query, description = "window end, RFC 3339; default now"),
-        ("window_seconds" = Option<i64>, Query, description = "window length before `to` when `from` is absent; default 3600"),
-        ("max_points" = Option<i64>, Query, description = "latest points used, 2..10000; default 1000")),
-    responses(
+        ("resource_id" = crate::domain::Ident, Query, description = "resource"),
+        ("sensor" = crate::domain::Ident, Query, description = "sensor name, e.g. temp"),
+        ("from" = Option<DateTime<Utc>>, Query, description = "window start (RFC 3339 with offset); not together with `window_seconds`. Before `to`, at most 31 days before it"),
+        ("to" = Option<DateTime<Utc>>, Query, description = "window end (RFC 3339 with offset); empty or absent: now"),
+        ("window_seconds" = Option<i64>, Query, minimum = 1, maximum = 2678400, description = "window length before `to` when `from` is absent; empty or absent: 3600"),
+        ("max_points" = Option<i64>, Query, minimum = 2, maximum = 10000, description = "latest points used; empty or absent: 1000")),
+    responses(crate::http::ServerFaults,
         (status = 200, description = "control chart", body = SpcReport),
-        (status = 400, description = "bad query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "inconsistent window", body = Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "a query parameter is malformed, unknown, repeated or missing, or `from` and `window_seconds` are both given", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`from` is not before `to`, or the window is longer than 31 days", body = Problem, content_type = "application/problem+json")))]
 pub async fn spc(
     State(state): State<AppState>,
     mut q: QueryParams,

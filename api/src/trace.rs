@@ -61,9 +61,10 @@ pub struct WorkOrderTrace {
 
 /// Runs, counts, downtime and sensor summaries of a work order.
 #[utoipa::path(get, path = "/trace/work_order/{work_order_id}", tag = "kpi",
-    params(("work_order_id" = String, Path, description = "work order id")),
-    responses(
+    params(("work_order_id" = crate::domain::Ident, Path, description = "work order id")),
+    responses(crate::http::ServerFaults,
         (status = 200, description = "traceability record", body = WorkOrderTrace),
+        (status = 400, description = "not an identifier (empty, control characters, longer than 128 bytes)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "unknown work order", body = Problem, content_type = "application/problem+json")))]
 pub async fn work_order(
     State(state): State<AppState>,

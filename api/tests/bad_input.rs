@@ -184,3 +184,35 @@ async fn bad_paths_and_unknown_routes_are_problems() {
         .await
         .assert_problem(405, None, "wrong method");
 }
+
+/// An empty optional query parameter (what an HTML form sends for an empty field) is the same as
+/// leaving it out; a required one is still missing, and a repeated one still refused.
+#[tokio::test]
+async fn empty_optional_query_parameters_are_absent_ones() {
+    let t = db().await;
+    let app = app(&t.pool);
+    for uri in [
+        "/kpi/oee?site_id=&resource_id=&from=&to=",
+        "/spc?resource_id=R1&sensor=temp&from=&to=&window_seconds=&max_points=",
+        "/spc?resource_id=R1&sensor=temp&from=&window_seconds=60",
+        "/board/state?site=",
+    ] {
+        let a = get(&app, uri).await;
+        assert_eq!(a.status.as_u16(), 200, "GET {uri}: {}", a.body);
+    }
+    let window = get(&app, "/kpi/oee?from=").await.body;
+    let time = |v: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_default()).unwrap()
+    };
+    assert_eq!(
+        time(&window["to"]) - time(&window["from"]),
+        chrono::Duration::hours(24),
+        "the default window: {window}"
+    );
+    get(&app, "/spc?resource_id=&sensor=temp")
+        .await
+        .assert_problem(400, Some("resource_id"), "empty required parameter");
+    get(&app, "/kpi/oee?site_id=&site_id=BKK")
+        .await
+        .assert_problem(400, Some("site_id"), "repeated parameter");
+}

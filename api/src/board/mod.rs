@@ -207,7 +207,7 @@ pub fn page_html() -> &'static str {
 /// The live shop-floor board (HTML for a large screen; it loads `/board/state`, then listens on
 /// `/board/events`).
 #[utoipa::path(get, path = "/board", tag = "board",
-    params(("site" = Option<String>, Query, description = "only this site; the page passes it on to /board/state and /board/events")),
+    params(("site" = Option<crate::domain::Ident>, Query, description = "only this site; the page passes it on to /board/state and /board/events")),
     responses((status = 200, description = "one HTML document with its CSS and JavaScript inline; it loads nothing from elsewhere", body = String, content_type = "text/html")))]
 pub async fn board_page() -> Response {
     (
@@ -226,10 +226,10 @@ pub async fn board_page() -> Response {
 /// The board's snapshot now: sites with their current shift; per resource its active run with
 /// counts, current-shift OEE (A, P, Q) and the last reading of each sensor.
 #[utoipa::path(get, path = "/board/state", tag = "board",
-    params(("site" = Option<String>, Query, description = "only this site")),
-    responses(
+    params(("site" = Option<crate::domain::Ident>, Query, description = "only this site; empty or absent: all")),
+    responses(crate::http::ServerFaults,
         (status = 200, description = "the board snapshot", body = BoardSnapshot),
-        (status = 400, description = "bad query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "a query parameter is malformed, unknown or repeated", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "unknown site", body = Problem, content_type = "application/problem+json")))]
 pub async fn board_state(
     Extension(board): Extension<Board>,
@@ -246,15 +246,71 @@ pub async fn board_state(
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(snapshot)).into_response())
 }
 
+/// One event of `GET /board/events` as the OpenAPI document states it (in OpenAPI 3.1 an event
+/// stream's `schema` is that of each event): `event: snapshot`, `retry` in milliseconds, `data`
+/// a one-line JSON `BoardSnapshot`.
+pub struct SnapshotEvent;
+
+impl utoipa::PartialSchema for SnapshotEvent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        // utoipa 5 has no builder for JSON Schema's `contentSchema`; the extensions map is
+        // written flat into the schema object, so it carries the keyword.
+        let data_schema: utoipa::openapi::extensions::Extensions = [(
+            "contentSchema",
+            serde_json::json!({"$ref": "#/components/schemas/BoardSnapshot"}),
+        )]
+        .into_iter()
+        .collect();
+        ObjectBuilder::new()
+            .description(Some("one server-sent event"))
+            .property(
+                "event",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["snapshot"])),
+            )
+            .required("event")
+            .property(
+                "data",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .content_media_type("application/json")
+                    .extensions(Some(data_schema)),
+            )
+            .required("data")
+            .property(
+                "retry",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0)),
+            )
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for SnapshotEvent {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema;
+        schemas.push(("BoardSnapshot".to_owned(), BoardSnapshot::schema()));
+        <BoardSnapshot as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
 /// Server-sent events: `event: snapshot` with a one-line JSON `BoardSnapshot` as `data`, on
 /// connect, after run events (coalesced, at most a few per second) and every 5 s.
 #[utoipa::path(get, path = "/board/events", tag = "board",
-    params(("site" = Option<String>, Query, description = "only this site")),
-    responses(
-        (status = 200, description = "text/event-stream of `snapshot` events whose data is a BoardSnapshot (see /board/state); comments keep the stream alive; it ends at server shutdown and EventSource reconnects", body = String, content_type = "text/event-stream"),
-        (status = 400, description = "bad query parameter", body = Problem, content_type = "application/problem+json"),
+    params(("site" = Option<crate::domain::Ident>, Query, description = "only this site; empty or absent: all")),
+    responses(crate::http::ServerFaults,
+        (status = 200, description = "text/event-stream of `snapshot` events whose data is a BoardSnapshot (see /board/state); comments keep the stream alive; it ends at server shutdown and EventSource reconnects", body = SnapshotEvent, content_type = "text/event-stream"),
+        (status = 400, description = "a query parameter is malformed, unknown or repeated", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "unknown site", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "too many board clients on this instance, or shutting down", body = Problem, content_type = "application/problem+json")))]
+        (status = 503, description = "too many board clients on this instance, shutting down, or the database is unreachable", body = Problem, content_type = "application/problem+json")))]
 pub async fn board_events(
     Extension(board): Extension<Board>,
     mut q: QueryParams,
