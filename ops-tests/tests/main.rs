@@ -7,4 +7,5 @@ mod flag_tables;
 mod grafana;
 mod loaded_stack;
 mod nats_permissions;
+mod openapi_fuzz;
 mod static_checks;
