@@ -356,10 +356,37 @@
     setText($('conn-text'), text);
   }
 
+  // Without a valid board cookie the server answers 401: ask once for a viewer token, which
+  // POST /board/session turns into an HttpOnly cookie (the token never goes into a URL).
+  var signedOut = false;
+  function signIn(message) {
+    signedOut = true;
+    if (source) { source.close(); source = null; }
+    setConn('reconnecting', 'SIGN IN');
+    setText($('signin-error'), message || '');
+    $('signin').hidden = false;
+    $('signin-token').focus();
+  }
+  $('signin').addEventListener('submit', function (ev) {
+    ev.preventDefault();
+    fetch('/board/session', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ token: $('signin-token').value.trim() })
+    }).then(function (res) {
+      if (res.status !== 204) { signIn('That token was not accepted.'); return; }
+      $('signin').hidden = true;
+      $('signin-token').value = '';
+      signedOut = false;
+      fetchState().then(connect);
+    });
+  });
+
   function fetchState() {
     lastPollAt = Date.now();
     return fetch('/board/state' + query, { cache: 'no-store' })
       .then(function (res) {
+        if (res.status === 401) { signIn(); return; }
         return res.json().then(function (body) {
           if (!res.ok) throw new Error(body && body.detail ? body.detail : 'HTTP ' + res.status);
           apply(body);
@@ -372,6 +399,7 @@
 
   function connect() {
     if (reconnectTimer) { clearTimeout(reconnectTimer); reconnectTimer = null; }
+    if (signedOut) return;
     if (source) source.close();
     messageAt = Date.now();
     source = new EventSource('/board/events' + query);
@@ -410,7 +438,7 @@
       } else if (conn !== 'live') {
         setConn('live', 'LIVE');
       }
-    } else if (now - lastPollAt > POLL_MS) {
+    } else if (!signedOut && now - lastPollAt > POLL_MS) {
       // The stream is down: keep the board moving from the snapshot endpoint meanwhile.
       fetchState();
     }

@@ -8,6 +8,7 @@ use protocol::OpRunNames;
 use service::db::MigrateMode;
 use service::nats::NatsArgs;
 
+use crate::auth::Role;
 use crate::report_batch::ReportBatching;
 
 pub use service::telemetry::LogFormat;
@@ -53,6 +54,22 @@ pub struct Config {
         global = true
     )]
     pub migrate: MigrateMode,
+
+    /// `tokens`: every route but `/health` needs `Authorization: Bearer <token>` with the route's
+    /// role (`mes-api token create`); `off`: anyone who reaches the port may do anything (the
+    /// default of this release, so existing installations keep working: switch it on).
+    #[arg(long, env = "API_AUTH", value_enum, default_value_t = AuthMode::Off, global = true)]
+    pub auth: AuthMode,
+
+    /// With `--auth tokens`: most writes per second per token (bursts up to twice that); over
+    /// it, 429 with Retry-After. 0: unlimited.
+    #[arg(
+        long,
+        env = "API_WRITE_RATE_PER_TOKEN",
+        default_value_t = 500,
+        global = true
+    )]
+    pub write_rate_per_token: u32,
 
     /// Most database connections in the pool.
     #[arg(
@@ -183,6 +200,43 @@ pub enum Command {
     /// Apply the schema migrations as the database's owner (a one-shot job before the services
     /// start with their least-privilege logins), and exit.
     Migrate,
+    /// Manage the API's bearer tokens (stored as salted hashes in the database, so every
+    /// replica sees a new or revoked token within seconds).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+/// Whether the API checks bearer tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    Off,
+    Tokens,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum TokenAction {
+    /// Create a token and print it once, as the last line of standard output.
+    Create {
+        /// viewer (reads, the board), operator (also the run lifecycle) or admin (also tokens
+        /// and plant data).
+        #[arg(long, value_enum)]
+        role: Role,
+        /// Who holds it (an HMI, a connector, a person): recorded with every write it makes.
+        #[arg(long)]
+        name: String,
+        /// Days until it expires; default never.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// List the tokens (names, roles, dates; never the tokens themselves).
+    List,
+    /// Revoke the token with this name.
+    Revoke {
+        #[arg(long)]
+        name: String,
+    },
 }
 
 impl Config {

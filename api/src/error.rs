@@ -46,6 +46,16 @@ pub enum ApiError {
         field: Option<String>,
         detail: String,
     },
+    /// No token, or one that is malformed, unknown, expired or revoked (which of these is
+    /// logged, never answered).
+    #[error("authentication required: send Authorization: Bearer <token>")]
+    Unauthorized { token_given: bool },
+    /// A valid token without the role the operation needs.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The token's writes are over its rate (`--write-rate-per-token`).
+    #[error("too many writes with this token; retry after {retry_after_secs} s")]
+    TooManyRequests { retry_after_secs: u64 },
     #[error("{0}")]
     NotFound(String),
     /// The request conflicts with the current state (completed run, overlapping run, ...).
@@ -102,6 +112,9 @@ impl ApiError {
             ApiError::Invalid { .. } | ApiError::IdempotencyKeyReused(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -117,6 +130,9 @@ impl ApiError {
         match self {
             ApiError::Malformed { .. } => ("malformed-request", "Malformed request"),
             ApiError::Invalid { .. } => ("invalid-field", "Invalid field"),
+            ApiError::Unauthorized { .. } => ("unauthorized", "Authentication required"),
+            ApiError::Forbidden(_) => ("forbidden", "Role too low"),
+            ApiError::TooManyRequests { .. } => ("too-many-requests", "Rate limit"),
             ApiError::NotFound(_) => ("not-found", "Not found"),
             ApiError::Conflict { .. } => ("conflict", "Conflict with the current state"),
             ApiError::IdempotencyKeyReused(_) => (
@@ -147,6 +163,7 @@ impl ApiError {
         let detail = match self {
             // The cause is logged, never sent.
             ApiError::Internal(_) => "internal error; see the server log".to_owned(),
+            ApiError::Unauthorized { token_given: true } => "invalid token".to_owned(),
             other => other.to_string(),
         };
         Problem {
@@ -168,7 +185,24 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        problem_response(self.status(), &self.problem())
+        let mut response = problem_response(self.status(), &self.problem());
+        if let ApiError::TooManyRequests { retry_after_secs } = self {
+            if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        if let ApiError::Unauthorized { token_given } = self {
+            // RFC 6750: the scheme, and why when a token was sent.
+            let value = if token_given {
+                r#"Bearer realm="edge-mes", error="invalid_token""#
+            } else {
+                r#"Bearer realm="edge-mes""#
+            };
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));
+        }
+        response
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Router};
@@ -75,6 +75,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(board::board_page))
         .routes(routes!(board::board_state))
         .routes(routes!(board::board_events))
+        .routes(routes!(crate::auth::session::board_session))
 }
 
 /// The OpenAPI document of every route [`app`] serves.
@@ -95,7 +96,59 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
                 });
         }
     }
+    document_authentication(&mut doc);
     doc
+}
+
+/// The bearer scheme (`--auth tokens`, see [`crate::auth`]) on every operation that needs it,
+/// with the role each needs (`x-edge-mes-role`) and its 401/403 answers.
+fn document_authentication(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+    let mut bearer = Http::new(HttpAuthScheme::Bearer);
+    bearer.description = Some(
+        "An API token (`mes-api token create`), required when mes-api runs with --auth tokens"
+            .to_owned(),
+    );
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme("bearer", SecurityScheme::Http(bearer));
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let methods = [(Method::GET, &mut item.get), (Method::POST, &mut item.post)];
+        for (method, operation) in methods {
+            let Some(operation) = operation.as_mut() else {
+                continue;
+            };
+            let Some(role) = crate::auth::required_role(&method, path) else {
+                continue;
+            };
+            operation.security = Some(vec![SecurityRequirement::new(
+                "bearer",
+                Vec::<String>::new(),
+            )]);
+            operation
+                .extensions
+                .get_or_insert_with(Default::default)
+                .insert("x-edge-mes-role".to_owned(), role.as_str().into());
+            let responses = &mut operation.responses.responses;
+            responses.entry("401".to_owned()).or_insert_with(|| {
+                problem_doc("no token, or an invalid one (with --auth tokens)").into()
+            });
+            responses.entry("403".to_owned()).or_insert_with(|| {
+                problem_doc(&format!(
+                    "the token's role is below {role} (with --auth tokens)"
+                ))
+                .into()
+            });
+            if method == Method::POST {
+                responses.entry("429".to_owned()).or_insert_with(|| {
+                    problem_doc(
+                        "the token's writes are over --write-rate-per-token; see Retry-After",
+                    )
+                    .into()
+                });
+            }
+        }
+    }
 }
 
 /// A documented problem response: `application/problem+json` with the `Problem` schema.
@@ -190,11 +243,21 @@ pub fn app_with_limits(state: AppState, limits: Limits) -> Router {
 /// shutdown token).
 pub fn app_with_board(state: AppState, limits: Limits, board: Board) -> Router {
     let (router, _) = api_router().split_for_parts();
-    router
+    let router = router
         .layer(Extension(board))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes));
+    // Before routing: an unknown route answers 401 to whoever has no token.
+    let router = if state.auth_required {
+        router.layer(middleware::from_fn_with_state(
+            state.auth.clone(),
+            crate::auth::middleware::authenticate,
+        ))
+    } else {
+        router
+    };
+    router
         .layer(middleware::from_fn(record_metrics))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

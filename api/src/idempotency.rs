@@ -78,6 +78,27 @@ impl utoipa::IntoParams for IdempotencyKey {
     }
 }
 
+/// Who calls a write, and with which `Idempotency-Key`: the token's name (when authentication
+/// is on) is recorded on what the call writes.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub key: IdempotencyKey,
+    pub actor: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let key = IdempotencyKey::from_request_parts(parts, state).await?;
+        let actor = parts
+            .extensions
+            .get::<crate::auth::Principal>()
+            .map(|p| p.name.clone());
+        Ok(Self { key, actor })
+    }
+}
+
 /// A stored answer replayed for a retried request.
 #[derive(Debug)]
 pub struct Replay {

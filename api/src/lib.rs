@@ -20,6 +20,7 @@
 //! - [`seed`]: the demo run (`mes-api seed-demo`).
 //! - [`state`]: shared handler state.
 
+pub mod auth;
 pub mod board;
 pub mod config;
 pub mod db;
@@ -69,6 +70,8 @@ pub enum ApiRunError {
     },
     #[error("HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("token: {0}")]
+    Token(#[source] store::tokens::TokenError),
     #[error("demo seed failed: {0}")]
     Seed(#[source] store::StoreError),
 }
@@ -99,6 +102,9 @@ pub async fn prepare_database(
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ApiRunError> {
     if config.command == Some(config::Command::SeedDemo) {
         return seed_demo(&config, &shutdown).await;
+    }
+    if let Some(config::Command::Token { action }) = &config.command {
+        return token_command(&config, action, &shutdown).await;
     }
     if config.command == Some(config::Command::Migrate) {
         if let Some(pool) = prepare_database(&config, &shutdown).await? {
@@ -135,6 +141,18 @@ pub async fn serve(
         },
     )
     .with_report_batching(config.report_batching());
+    let state = match config.auth {
+        config::AuthMode::Tokens => state
+            .with_auth_required()
+            .with_write_rate(config.write_rate_per_token),
+        config::AuthMode::Off => {
+            tracing::warn!(
+                "authentication is off (--auth off): anyone who reaches this port may start, \
+                 report and complete runs; set API_AUTH=tokens (docs/api.md, Authentication)"
+            );
+            state
+        }
+    };
     let tracker = TaskTracker::new();
     let relay_stop = CancellationToken::new();
     if !config.no_relay {
@@ -193,6 +211,68 @@ pub async fn serve(
 async fn connect_nats(config: &Config) -> Result<async_nats::Client, ApiRunError> {
     let options = config.nats.connect_options("mes-api").await?;
     Ok(options.connect(config.nats.servers()?).await?)
+}
+
+/// `mes-api token create|list|revoke`: what an operator types, answered on standard output.
+async fn token_command(
+    config: &Config,
+    action: &config::TokenAction,
+    shutdown: &CancellationToken,
+) -> Result<(), ApiRunError> {
+    let Some(pool) = prepare_database(config, shutdown).await? else {
+        return Ok(());
+    };
+    let result = match action {
+        config::TokenAction::Create {
+            role,
+            name,
+            expires_in_days,
+        } => {
+            let expires =
+                expires_in_days.map(|d| chrono::Utc::now() + chrono::Duration::days(i64::from(d)));
+            store::tokens::create(&pool, name, *role, expires)
+                .await
+                .map(|token| {
+                    info!(name = %name, role = %role, "token created");
+                    println!("token {name:?} (role {role}) created; it is shown only now:");
+                    println!("{token}");
+                })
+        }
+        config::TokenAction::List => store::tokens::list(&pool)
+            .await
+            .map_err(store::tokens::TokenError::from)
+            .map(|tokens| {
+                println!("name\trole\tcreated\texpires\trevoked\tlast used");
+                let t = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                    t.map_or("-".to_owned(), |t| t.to_rfc3339())
+                };
+                for k in tokens {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}",
+                        k.name,
+                        k.role,
+                        k.created_at.to_rfc3339(),
+                        t(k.expires_at),
+                        t(k.revoked_at),
+                        t(k.last_used_at)
+                    );
+                }
+            }),
+        config::TokenAction::Revoke { name } => store::tokens::revoke(&pool, name)
+            .await
+            .map_err(store::tokens::TokenError::from)
+            .and_then(|found| {
+                if found {
+                    info!(name = %name, "token revoked");
+                    println!("token {name:?} revoked");
+                    Ok(())
+                } else {
+                    Err(store::tokens::TokenError::Unknown(name.clone()))
+                }
+            }),
+    };
+    pool.close().await;
+    result.map_err(ApiRunError::Token)
 }
 
 async fn seed_demo(config: &Config, shutdown: &CancellationToken) -> Result<(), ApiRunError> {

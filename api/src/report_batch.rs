@@ -79,6 +79,7 @@ impl ReportBatcher {
     /// Writes `report` (see [`store::reports::write`] for the answers).
     pub async fn report(&self, report: ReportJob) -> Result<Run, StoreError> {
         if self.settings.lanes == 0 {
+            let id = report.op_run_id;
             let answer = write(
                 &self.pool,
                 &self.default_site,
@@ -87,7 +88,7 @@ impl ReportBatcher {
             )
             .await
             .pop()
-            .unwrap_or(Err(StoreError::Contended(report.op_run_id)));
+            .unwrap_or(Err(StoreError::Contended(id)));
             if answer.is_ok() {
                 self.committed.notify_one();
             }
@@ -142,7 +143,7 @@ async fn lane(
         // Answers of callers that gave up (request timeout) are dropped; their reports count
         // like any other, as they would have without batching.
         let batch = std::mem::take(&mut jobs);
-        let reports: Vec<ReportJob> = batch.iter().map(|j| j.report).collect();
+        let reports: Vec<ReportJob> = batch.iter().map(|j| j.report.clone()).collect();
         let answers = write(&pool, &default_site, &reports, &mut cache).await;
         if answers.iter().any(Result::is_ok) {
             committed.notify_one();
@@ -224,7 +225,7 @@ mod tests {
             ideal_cycle_time_s: Some(CycleTime::new(1.0).unwrap()),
         };
         let t = crate::domain::start(&req, Utc::now()).unwrap();
-        let run = crate::store::runs::write_start(&mut tx, t, "BKK")
+        let run = crate::store::runs::write_start(&mut tx, t, "BKK", None)
             .await
             .unwrap();
         tx.commit().await.unwrap();
@@ -238,6 +239,7 @@ mod tests {
             scrap_delta: Count::new(scrap).unwrap(),
             at: Some(at),
             received: Utc::now(),
+            actor: Some("lane-test".to_owned()),
         }
     }
 

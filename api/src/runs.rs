@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::domain::{self, Command, Ending};
 use crate::error::{ApiError, Problem};
 use crate::extract::{parse_uuid, ApiJson};
-use crate::idempotency::{self, IdempotencyKey};
+use crate::idempotency::{self, Caller, IdempotencyKey};
 use crate::run_schema::{
     AbortRun, ActiveRuns, CompleteRun, Downtime, PauseRun, ReportCounts, ResumeRun, Run, RunDetail,
     StartRun,
@@ -63,7 +63,7 @@ async fn respond(
 /// One change of an existing run: claim the key, lock the run, decide, write, answer.
 async fn change(
     state: &AppState,
-    key: &IdempotencyKey,
+    caller: &Caller,
     route: &str,
     request: &impl Serialize,
     id: Uuid,
@@ -72,6 +72,7 @@ async fn change(
 ) -> Result<Response, ApiError> {
     let now = now();
     let mut tx = state.pool.begin().await?;
+    let key = &caller.key;
     if let Some(replay) = idempotency::claim(&mut tx, key, route, request).await? {
         return Ok(replay.into_response());
     }
@@ -85,7 +86,8 @@ async fn change(
         *reason = store::reason(&mut tx, reason_code.as_str()).await?;
     }
     let transition = domain::decide(&run, command, now)?;
-    let run = store::write(&mut tx, transition, &state.settings.default_site).await?;
+    let actor = caller.actor.as_deref();
+    let run = store::write(&mut tx, transition, &state.settings.default_site, actor).await?;
     match answer {
         Answer::Run => respond(state, tx, key, StatusCode::OK, &Run::from(run)).await,
         Answer::Detail => {
@@ -121,18 +123,26 @@ async fn change(
         (status = 422, description = "invalid field: a time before 2000 or more than 5 minutes ahead, an unknown site_id, an Idempotency-Key used for another request", body = Problem, content_type = "application/problem+json")))]
 pub async fn start(
     State(state): State<AppState>,
-    key: IdempotencyKey,
+    caller: Caller,
     ApiJson(body): ApiJson<StartRun>,
 ) -> Result<Response, ApiError> {
     let mut request = body.clone().into_domain();
     request.started_at = micros(request.started_at);
     let transition = domain::start(&request, now())?;
     let mut tx = state.pool.begin().await?;
-    if let Some(replay) = idempotency::claim(&mut tx, &key, "/op_run/start", &body).await? {
+    if let Some(replay) = idempotency::claim(&mut tx, &caller.key, "/op_run/start", &body).await? {
         return Ok(replay.into_response());
     }
-    let run = store::write_start(&mut tx, transition, &state.settings.default_site).await?;
-    respond(&state, tx, &key, StatusCode::CREATED, &Run::from(run)).await
+    let actor = caller.actor.as_deref();
+    let run = store::write_start(&mut tx, transition, &state.settings.default_site, actor).await?;
+    respond(
+        &state,
+        tx,
+        &caller.key,
+        StatusCode::CREATED,
+        &Run::from(run),
+    )
+    .await
 }
 
 /// Report good and scrap units made since the previous report.
@@ -145,7 +155,7 @@ pub async fn start(
         (status = 422, description = "invalid field: `at` before the run's start, before 2000 or more than 5 minutes ahead; an Idempotency-Key used for another request", body = Problem, content_type = "application/problem+json")))]
 pub async fn report(
     State(state): State<AppState>,
-    key: IdempotencyKey,
+    caller: Caller,
     ApiJson(body): ApiJson<ReportCounts>,
 ) -> Result<Response, ApiError> {
     let job = ReportJob {
@@ -154,20 +164,21 @@ pub async fn report(
         scrap_delta: body.scrap_delta,
         at: micros(body.at),
         received: now(),
+        actor: caller.actor.clone(),
     };
-    if key.0.is_none() {
+    if caller.key.0.is_none() {
         let run = state.reports.report(job).await?;
         return Ok((StatusCode::OK, Json(Run::from(run))).into_response());
     }
     let mut tx = state.pool.begin().await?;
-    if let Some(replay) = idempotency::claim(&mut tx, &key, "/op_run/report", &body).await? {
+    if let Some(replay) = idempotency::claim(&mut tx, &caller.key, "/op_run/report", &body).await? {
         return Ok(replay.into_response());
     }
     let answer = reports::write(&mut tx, &[job], &state.settings.default_site)
         .await?
         .pop()
         .ok_or_else(|| ApiError::Internal("no answer for the report".into()))?;
-    respond(&state, tx, &key, StatusCode::OK, &Run::from(answer?)).await
+    respond(&state, tx, &caller.key, StatusCode::OK, &Run::from(answer?)).await
 }
 
 /// Pause a running run: opens a downtime with a reason code (planned or unplanned per reason).
@@ -180,7 +191,7 @@ pub async fn report(
         (status = 422, description = "invalid field: an unknown reason_code; `at` before the run's start or the previous downtime's end, before 2000 or more than 5 minutes ahead; an Idempotency-Key used for another request", body = Problem, content_type = "application/problem+json")))]
 pub async fn pause(
     State(state): State<AppState>,
-    key: IdempotencyKey,
+    caller: Caller,
     ApiJson(body): ApiJson<PauseRun>,
 ) -> Result<Response, ApiError> {
     let command = Command::Pause {
@@ -190,7 +201,7 @@ pub async fn pause(
         note: body.note.clone(),
     };
     let (id, route) = (body.op_run_id, "/op_run/pause");
-    change(&state, &key, route, &body, id, command, Answer::Detail).await
+    change(&state, &caller, route, &body, id, command, Answer::Detail).await
 }
 
 /// Resume a paused run: closes its open downtime.
@@ -203,14 +214,14 @@ pub async fn pause(
         (status = 422, description = "invalid field: `at` before the pause, before 2000 or more than 5 minutes ahead; an Idempotency-Key used for another request", body = Problem, content_type = "application/problem+json")))]
 pub async fn resume(
     State(state): State<AppState>,
-    key: IdempotencyKey,
+    caller: Caller,
     ApiJson(body): ApiJson<ResumeRun>,
 ) -> Result<Response, ApiError> {
     let command = Command::Resume {
         at: micros(body.at),
     };
     let (id, route) = (body.op_run_id, "/op_run/resume");
-    change(&state, &key, route, &body, id, command, Answer::Detail).await
+    change(&state, &caller, route, &body, id, command, Answer::Detail).await
 }
 
 /// Complete a run, optionally with final counters; closes an open downtime at the end time.
@@ -223,7 +234,7 @@ pub async fn resume(
         (status = 422, description = "invalid field: `ended_at` before the run's start, its latest report or downtime, before 2000 or more than 5 minutes ahead; an Idempotency-Key used for another request", body = Problem, content_type = "application/problem+json")))]
 pub async fn complete(
     State(state): State<AppState>,
-    key: IdempotencyKey,
+    caller: Caller,
     ApiJson(body): ApiJson<CompleteRun>,
 ) -> Result<Response, ApiError> {
     let command = Command::End {
@@ -234,7 +245,7 @@ pub async fn complete(
         at: micros(body.ended_at),
     };
     let (id, route) = (body.op_run_id, "/op_run/complete");
-    change(&state, &key, route, &body, id, command, Answer::Run).await
+    change(&state, &caller, route, &body, id, command, Answer::Run).await
 }
 
 /// Abort a run: it ends like a completion (its time stays planned busy time, its counts stay)
@@ -248,7 +259,7 @@ pub async fn complete(
         (status = 422, description = "invalid field: `ended_at` before the run's start, its latest report or downtime, before 2000 or more than 5 minutes ahead; an Idempotency-Key used for another request", body = Problem, content_type = "application/problem+json")))]
 pub async fn abort(
     State(state): State<AppState>,
-    key: IdempotencyKey,
+    caller: Caller,
     ApiJson(body): ApiJson<AbortRun>,
 ) -> Result<Response, ApiError> {
     let command = Command::End {
@@ -256,7 +267,7 @@ pub async fn abort(
         at: micros(body.ended_at),
     };
     let (id, route) = (body.op_run_id, "/op_run/abort");
-    change(&state, &key, route, &body, id, command, Answer::Run).await
+    change(&state, &caller, route, &body, id, command, Answer::Run).await
 }
 
 /// Runs that are running or paused.

@@ -11,6 +11,9 @@ use uuid::Uuid;
 use crate::domain::{self, Command, Count, CycleTime, Ending, Ident, Note, Seconds};
 use crate::store::{reports, runs, StoreError};
 
+/// The actor of the demo run's rows and events.
+const SEED_ACTOR: &str = "mes-api seed-demo";
+
 /// Creates the demo run (completed) and returns its id. Refused (an overlap) if SMT01 already
 /// has a run in those four hours.
 pub async fn demo_run(pool: &PgPool, site: &str) -> Result<Uuid, StoreError> {
@@ -31,7 +34,7 @@ pub async fn demo_run(pool: &PgPool, site: &str) -> Result<Uuid, StoreError> {
     };
     let mut tx = pool.begin().await?;
     let transition = domain::start(&request, end)?;
-    let run = runs::write_start(&mut tx, transition, site).await?;
+    let run = runs::write_start(&mut tx, transition, site, Some(SEED_ACTOR)).await?;
     let count = |n| Count::new(n).unwrap_or(Count::ZERO);
     for i in 1..=8 {
         let job = reports::ReportJob {
@@ -40,6 +43,7 @@ pub async fn demo_run(pool: &PgPool, site: &str) -> Result<Uuid, StoreError> {
             scrap_delta: count(if i <= 4 { 3 } else { 2 }),
             at: Some(start + Duration::minutes(30 * i)),
             received: end,
+            actor: Some(SEED_ACTOR.to_owned()),
         };
         for answer in reports::write(&mut tx, &[job], site).await? {
             answer?;
@@ -79,6 +83,6 @@ async fn step(
 ) -> Result<(), StoreError> {
     let state = runs::lock(tx, id).await?;
     let transition = domain::decide(&state, command, now)?;
-    runs::write(tx, transition, site).await?;
+    runs::write(tx, transition, site, Some(SEED_ACTOR)).await?;
     Ok(())
 }

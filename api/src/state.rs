@@ -6,6 +6,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
+use crate::auth::middleware::Authenticator;
 use crate::report_batch::{ReportBatcher, ReportBatching};
 
 /// Settings handlers need (a subset of [`crate::Config`]).
@@ -26,6 +27,10 @@ pub struct AppState {
     pub outbox_signal: Arc<Notify>,
     /// Writes count reports without an Idempotency-Key, batched per lane.
     pub reports: Arc<ReportBatcher>,
+    /// Checks the bearer token of every request (see [`crate::auth`]).
+    pub auth: Arc<Authenticator>,
+    /// Whether every route but `/health` needs a token (`--auth tokens`).
+    pub auth_required: bool,
 }
 
 impl AppState {
@@ -39,6 +44,8 @@ impl AppState {
             outbox_signal.clone(),
         ));
         Self {
+            auth: Authenticator::new(pool.clone()),
+            auth_required: false,
             pool,
             nats,
             settings: Arc::new(settings),
@@ -46,6 +53,18 @@ impl AppState {
             outbox_signal,
             reports,
         }
+    }
+
+    /// The same state with every route but `/health` behind a bearer token.
+    pub fn with_auth_required(mut self) -> Self {
+        self.auth_required = true;
+        self
+    }
+
+    /// The same state with at most `per_second` writes per second and token (0: unlimited).
+    pub fn with_write_rate(mut self, per_second: u32) -> Self {
+        self.auth = Authenticator::with_write_rate(self.pool.clone(), per_second);
+        self
     }
 
     /// The same state with other report batching settings.

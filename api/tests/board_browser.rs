@@ -28,7 +28,9 @@ async fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16
     let body = body.map(Value::to_string).unwrap_or_default();
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Authorization: Bearer {}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        test_token(),
         body.len()
     );
     s.write_all(request.as_bytes()).await.unwrap();
@@ -190,6 +192,8 @@ async fn board_page_shows_new_counts_live_without_reload() {
     let mut config = mes_api::Config::for_urls(&nats.url(), &t.url);
     config.namespace = t.name.clone();
     config.relay_poll_ms = 50;
+    // Authentication on: the page signs in with a token, as on a plant's kiosk.
+    config.auth = mes_api::config::AuthMode::Tokens;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let shutdown = CancellationToken::new();
@@ -203,6 +207,21 @@ async fn board_page_shows_new_counts_live_without_reload() {
 
     browser
         .navigate(&format!("http://127.0.0.1:{port}/board"))
+        .await;
+    // Without its cookie the page asks for a token; signing in sets the cookie (the token is
+    // never in a URL) and the board fills.
+    browser
+        .wait_for(
+            "!document.getElementById('signin').hidden",
+            Duration::from_secs(20),
+        )
+        .await;
+    browser
+        .eval(&format!(
+            "document.getElementById('signin-token').value = '{}'; \
+             document.getElementById('signin').requestSubmit(); true",
+            test_token()
+        ))
         .await;
     browser
         .wait_for(

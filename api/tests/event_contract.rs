@@ -181,6 +181,20 @@ async fn every_event_on_the_bus_matches_the_published_schema() {
     assert!(completed["downtime"]["ended_at"].is_string());
     assert_eq!(completed["delta"]["good_delta"], 10);
 
+    // Who made each change travels with it (the support's admin token is named "tests"), and is
+    // recorded on the rows.
+    assert!(seen.iter().all(|(_, e)| e["actor"] == "tests"), "{seen:?}");
+    let unattributed = scalar_i64(
+        &t.pool,
+        "SELECT (SELECT count(*) FROM op_run WHERE started_by IS DISTINCT FROM 'tests')
+              + (SELECT count(*) FROM op_run WHERE ended_by IS DISTINCT FROM 'tests')
+              + (SELECT count(*) FROM op_run_count WHERE actor IS DISTINCT FROM 'tests')
+              + (SELECT count(*) FROM op_run_downtime
+                 WHERE opened_by IS DISTINCT FROM 'tests' OR closed_by IS DISTINCT FROM 'tests')",
+    )
+    .await;
+    assert_eq!(unattributed, 0);
+
     // And every payload the outbox holds.
     let payloads: Vec<Value> = sqlx::query_scalar("SELECT payload FROM outbox ORDER BY id")
         .fetch_all(&t.pool)

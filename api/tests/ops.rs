@@ -30,6 +30,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/board"),
     ("get", "/board/state"),
     ("get", "/board/events"),
+    ("post", "/board/session"),
 ];
 
 #[tokio::test]

@@ -26,7 +26,34 @@ pub struct TestDb {
     pub pool: PgPool,
 }
 
-/// A fresh migrated database with site BKK (Asia/Bangkok).
+/// The admin token every test database holds (name `tests`), sent by [`call`] unless a test
+/// sends its own `Authorization`.
+pub fn test_token() -> &'static str {
+    &test_token_parts().0
+}
+
+fn test_token_parts() -> &'static (String, mes_api::auth::token::Stored) {
+    static TOKEN: std::sync::OnceLock<(String, mes_api::auth::token::Stored)> =
+        std::sync::OnceLock::new();
+    TOKEN.get_or_init(mes_api::auth::token::generate)
+}
+
+/// Inserts [`test_token`] (role admin) into the database of `pool`.
+pub async fn insert_test_token(pool: &PgPool) {
+    let (_, stored) = test_token_parts();
+    sqlx::query(
+        "INSERT INTO api_tokens (id, name, role, salt, secret_hash) VALUES ($1, 'tests', 'admin', $2, $3)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&stored.id)
+    .bind(&stored.salt)
+    .bind(&stored.hash)
+    .execute(pool)
+    .await
+    .expect("test token");
+}
+
+/// A fresh migrated database with site BKK (Asia/Bangkok) and the admin [`test_token`].
 pub async fn db() -> TestDb {
     let name = testkit::unique_name("api");
     let url = pg().await.create_database(&name).await.expect("create db");
@@ -35,17 +62,22 @@ pub async fn db() -> TestDb {
     mes_api::db::ensure_site(&pool, "BKK", "Asia/Bangkok")
         .await
         .expect("site");
+    insert_test_token(&pool).await;
     TestDb { name, url, pool }
 }
 
+/// The API with authentication on; [`call`] sends the admin [`test_token`].
 pub fn app(pool: &PgPool) -> Router {
-    mes_api::app(AppState::new(
-        pool.clone(),
-        None,
-        Settings {
-            default_site: "BKK".to_owned(),
-        },
-    ))
+    mes_api::app(
+        AppState::new(
+            pool.clone(),
+            None,
+            Settings {
+                default_site: "BKK".to_owned(),
+            },
+        )
+        .with_auth_required(),
+    )
 }
 
 pub struct Answer {
@@ -113,6 +145,12 @@ pub async fn call(
     for (k, v) in headers {
         request = request.header(*k, *v);
     }
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+    {
+        request = request.header("authorization", format!("Bearer {}", test_token()));
+    }
     let request = request
         .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
         .unwrap();
@@ -141,6 +179,7 @@ pub async fn status_only(app: &Router, method: Method, uri: &str) -> StatusCode 
     let request = Request::builder()
         .method(method)
         .uri(uri)
+        .header("authorization", format!("Bearer {}", test_token()))
         .body(Body::empty())
         .unwrap();
     tokio::time::timeout(Duration::from_secs(30), app.clone().oneshot(request))

@@ -87,6 +87,10 @@ pub struct RunEvent {
     pub scrap_units: i64,
     pub delta: Option<CountDelta>,
     pub downtime: Option<DowntimeInfo>,
+    /// Who made the change: the name of the API token (or the identity provider's subject) the
+    /// request carried; `null` when mes-api runs without authentication.
+    #[serde(default)]
+    pub actor: Option<String>,
 }
 
 /// The committed JSON Schema of [`RunEvent`] (`nats/run-event.schema.json`), generated from the
@@ -172,6 +176,6 @@ mod tests {
         );
         let schema = run_event_schema();
         let required = schema["required"].as_array().unwrap();
-        assert_eq!(required.len(), 19, "every field of RunEvent is required");
+        assert_eq!(required.len(), 20, "every field of RunEvent is required");
     }
 }

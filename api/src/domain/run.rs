@@ -599,6 +599,7 @@ pub fn event(
     draft: &EventDraft,
     default_site: &str,
     recorded_at: DateTime<Utc>,
+    actor: Option<&str>,
 ) -> RunEvent {
     RunEvent {
         schema_version: RUN_EVENT_SCHEMA_VERSION,
@@ -623,6 +624,7 @@ pub fn event(
         scrap_units: run.scrap_units,
         delta: draft.delta,
         downtime: draft.downtime.as_ref().map(Downtime::info),
+        actor: actor.map(str::to_owned),
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod reports;
 pub mod runs;
+pub mod tokens;
 
 use uuid::Uuid;
 

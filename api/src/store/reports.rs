@@ -29,7 +29,7 @@ use crate::domain::Count;
 const MAX_ATTEMPTS: usize = 8;
 
 /// One count report.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ReportJob {
     pub op_run_id: Uuid,
     pub good_delta: Count,
@@ -38,6 +38,8 @@ pub struct ReportJob {
     pub at: Option<DateTime<Utc>>,
     /// Server time when the request arrived (the domain's "now").
     pub received: DateTime<Utc>,
+    /// Who reported (the token's name); recorded on the count row and the event.
+    pub actor: Option<String>,
 }
 
 /// Runs as this writer last wrote them. A lane's runs are written by that lane alone in this
@@ -118,7 +120,7 @@ pub async fn write_cached(
                 Err(e) => answers[i] = Some(Err(e.into())),
             }
         }
-        let updated = write_accepted(conn, &read, &current, &accepted, default_site).await?;
+        let updated = write_accepted(conn, &read, &current, &accepted, jobs, default_site).await?;
         pending = Vec::new();
         for (i, t) in accepted {
             if updated.contains(&t.run.op_run_id) {
@@ -167,8 +169,8 @@ async fn read_runs(
 }
 
 /// `$1..$6`: per run, its id, the status and totals read, the totals after its reports;
-/// `$7..$12`: per accepted report in arrival order, its run, time, deltas, event and the event's
-/// subject fields.
+/// `$7..$14`: per accepted report in arrival order, its run, time, deltas, event, the event's
+/// subject fields and who reported.
 const WRITE_SQL: &str = "
 WITH expected AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[])
@@ -181,13 +183,13 @@ WITH expected AS (
     RETURNING r.op_run_id
 ), reports AS (
     SELECT * FROM unnest($7::uuid[], $8::timestamptz[], $9::int8[], $10::int8[], $11::jsonb[],
-                         $12::text[], $13::text[])
+                         $12::text[], $13::text[], $14::text[])
         WITH ORDINALITY AS x(op_run_id, at, good_delta, scrap_delta, payload, site_id,
-                             resource_id, ord)
+                             resource_id, actor, ord)
     WHERE x.op_run_id IN (SELECT op_run_id FROM upd)
 ), counted AS (
-    INSERT INTO op_run_count (op_run_id, at, good_delta, scrap_delta, kind)
-    SELECT op_run_id, at, good_delta, scrap_delta, 'report' FROM reports ORDER BY ord
+    INSERT INTO op_run_count (op_run_id, at, good_delta, scrap_delta, kind, actor)
+    SELECT op_run_id, at, good_delta, scrap_delta, 'report', actor FROM reports ORDER BY ord
 ), evented AS (
     INSERT INTO outbox (op_run_id, event_type, site_id, resource_id, payload)
     SELECT op_run_id, 'reported', site_id, resource_id, payload FROM reports ORDER BY ord
@@ -200,6 +202,7 @@ async fn write_accepted(
     read: &HashMap<Uuid, Run>,
     after: &HashMap<Uuid, Run>,
     accepted: &[(usize, Transition)],
+    jobs: &[ReportJob],
     default_site: &str,
 ) -> Result<HashSet<Uuid>, StoreError> {
     if accepted.is_empty() {
@@ -215,7 +218,15 @@ async fn write_accepted(
     let now = Utc::now();
     let events: Vec<_> = accepted
         .iter()
-        .map(|(_, t)| event(&t.run, &t.event, default_site, now))
+        .map(|(i, t)| {
+            event(
+                &t.run,
+                &t.event,
+                default_site,
+                now,
+                jobs[*i].actor.as_deref(),
+            )
+        })
         .collect();
     let updated: Vec<Uuid> = sqlx::query_scalar(WRITE_SQL)
         .bind(&touched)
@@ -284,6 +295,12 @@ async fn write_accepted(
             events
                 .iter()
                 .map(|e| e.resource_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|e| e.actor.as_deref())
                 .collect::<Vec<_>>(),
         )
         .fetch_all(&mut *conn)

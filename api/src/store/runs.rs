@@ -99,6 +99,7 @@ pub async fn insert_run(
     tx: &mut PgConnection,
     run: &Run,
     default_site: &str,
+    actor: Option<&str>,
 ) -> Result<Run, StoreError> {
     let site: Option<String> = sqlx::query_scalar(
         "INSERT INTO resources (resource_id, site_id) VALUES ($1, coalesce($2, $3))
@@ -133,8 +134,8 @@ pub async fn insert_run(
         .await?;
     let sql = format!(
         "INSERT INTO op_run (op_run_id, work_order_id, operation_id, resource_id, site_id, status,
-                             started_at, planned_seconds, ideal_cycle_time_s)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                             started_at, planned_seconds, ideal_cycle_time_s, started_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          RETURNING {RUN_COLUMNS}"
     );
     let row: RunRow = sqlx::query_as(&sql)
@@ -147,6 +148,7 @@ pub async fn insert_run(
         .bind(run.started_at)
         .bind(run.planned_seconds)
         .bind(run.ideal_cycle_time_s)
+        .bind(actor)
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| match sqlstate(&e).as_deref() {
@@ -215,20 +217,22 @@ pub async fn write(
     tx: &mut PgConnection,
     mut transition: Transition,
     default_site: &str,
+    actor: Option<&str>,
 ) -> Result<Run, StoreError> {
     let id = transition.run.op_run_id;
     for effect in &transition.effects {
         match effect {
             Effect::Count { at, delta, kind } => {
                 sqlx::query(
-                    "INSERT INTO op_run_count (op_run_id, at, good_delta, scrap_delta, kind)
-                     VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO op_run_count (op_run_id, at, good_delta, scrap_delta, kind, actor)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(id)
                 .bind(at)
                 .bind(delta.good_delta)
                 .bind(delta.scrap_delta)
                 .bind(kind.as_str())
+                .bind(actor)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -238,13 +242,14 @@ pub async fn write(
                 note,
             } => {
                 let downtime_id: i64 = sqlx::query_scalar(
-                    "INSERT INTO op_run_downtime (op_run_id, reason_code, started_at, note)
-                     VALUES ($1, $2, $3, $4) RETURNING id",
+                    "INSERT INTO op_run_downtime (op_run_id, reason_code, started_at, note, opened_by)
+                     VALUES ($1, $2, $3, $4, $5) RETURNING id",
                 )
                 .bind(id)
                 .bind(reason_code)
                 .bind(at)
                 .bind(note)
+                .bind(actor)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| match sqlstate(&e).as_deref() {
@@ -256,17 +261,21 @@ pub async fn write(
                 }
             }
             Effect::CloseDowntime { id: downtime, at } => {
-                sqlx::query("UPDATE op_run_downtime SET ended_at = $2 WHERE id = $1")
-                    .bind(downtime)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE op_run_downtime SET ended_at = $2, closed_by = $3 WHERE id = $1",
+                )
+                .bind(downtime)
+                .bind(at)
+                .bind(actor)
+                .execute(&mut *tx)
+                .await?;
             }
         }
     }
     let run = &transition.run;
     sqlx::query(
         "UPDATE op_run SET status = $2, ended_at = $3, good_units = $4, scrap_units = $5,
+                           ended_by = CASE WHEN $3::timestamptz IS NULL THEN ended_by ELSE $6 END,
                            updated_at = now()
          WHERE op_run_id = $1",
     )
@@ -275,9 +284,11 @@ pub async fn write(
     .bind(run.ended_at)
     .bind(run.good_units)
     .bind(run.scrap_units)
+    .bind(actor)
     .execute(&mut *tx)
     .await?;
-    insert_event(tx, &event(run, &transition.event, default_site, Utc::now())).await?;
+    let event = event(run, &transition.event, default_site, Utc::now(), actor);
+    insert_event(tx, &event).await?;
     Ok(transition.run)
 }
 
@@ -286,13 +297,11 @@ pub async fn write_start(
     tx: &mut PgConnection,
     transition: Transition,
     default_site: &str,
+    actor: Option<&str>,
 ) -> Result<Run, StoreError> {
-    let run = insert_run(tx, &transition.run, default_site).await?;
-    insert_event(
-        tx,
-        &event(&run, &transition.event, default_site, Utc::now()),
-    )
-    .await?;
+    let run = insert_run(tx, &transition.run, default_site, actor).await?;
+    let event = event(&run, &transition.event, default_site, Utc::now(), actor);
+    insert_event(tx, &event).await?;
     Ok(run)
 }
 

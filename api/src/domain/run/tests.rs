@@ -377,7 +377,8 @@ fn events_carry_the_run_after_the_transition() {
     let tr = decide(&s0, pause(3), t(3)).unwrap();
     let mut draft = tr.event.clone();
     draft.downtime.as_mut().unwrap().id = Some(42);
-    let ev = event(&tr.run, &draft, "BKK", t(3));
+    let ev = event(&tr.run, &draft, "BKK", t(3), Some("hmi-1"));
+    assert_eq!(ev.actor.as_deref(), Some("hmi-1"));
     assert_eq!(ev.status, "paused");
     assert_eq!(ev.site_id, "BKK");
     assert_eq!(ev.event_type, RunEventType::Paused);
