@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt;
-use mes_api::relay::{self, RelaySettings};
+use mes_api::relay;
 use protocol::OpRunNames;
 use serde_json::{json, Value};
 use testkit::NatsServer;
@@ -52,16 +52,7 @@ async fn every_event_on_the_bus_matches_the_published_schema() {
     let relay_task = tokio::spawn(relay::run(
         t.pool.clone(),
         client.clone(),
-        RelaySettings {
-            names: names.clone(),
-            poll: Duration::from_millis(50),
-            linger: Duration::from_millis(5),
-            batch: 16,
-            ack_timeout: Duration::from_secs(2),
-            stream_replicas: 1,
-            idempotency_ttl_hours: 24,
-            outbox_retention_days: 7,
-        },
+        relay_settings(names.clone()),
         Default::default(),
         stop.clone(),
     ));

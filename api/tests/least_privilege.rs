@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use mes_api::relay::{self, RelaySettings};
+use mes_api::relay;
 use mes_api::{AppState, Settings};
 use protocol::OpRunNames;
 use serde_json::json;
@@ -98,16 +98,7 @@ async fn the_api_runs_as_a_login_in_edge_mes_api() {
     let relay_task = tokio::spawn(relay::run(
         pool.clone(),
         client,
-        RelaySettings {
-            names: OpRunNames::isolated(&t.name),
-            poll: Duration::from_millis(50),
-            linger: Duration::from_millis(5),
-            batch: 16,
-            ack_timeout: Duration::from_secs(2),
-            stream_replicas: 1,
-            idempotency_ttl_hours: 24,
-            outbox_retention_days: 7,
-        },
+        relay_settings(OpRunNames::isolated(&t.name)),
         Default::default(),
         stop.clone(),
     ));

@@ -251,3 +251,17 @@ where
     })
     .await
 }
+
+/// A relay that polls often and waits briefly, for tests that need the events on the bus.
+pub fn relay_settings(names: protocol::OpRunNames) -> mes_api::relay::RelaySettings {
+    mes_api::relay::RelaySettings {
+        names,
+        poll: Duration::from_millis(50),
+        linger: Duration::from_millis(5),
+        batch: 16,
+        ack_timeout: Duration::from_secs(2),
+        stream_replicas: 1,
+        idempotency_ttl_hours: 24,
+        outbox_retention_days: 7,
+    }
+}
