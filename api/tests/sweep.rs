@@ -104,7 +104,12 @@ fn mutations(base: &Value, fields: &[(&str, Vec<Value>)]) -> Vec<String> {
 }
 
 /// Method, URI, body, extra headers.
-type Request = (Method, String, Option<String>, Vec<(&'static str, &'static str)>);
+type Request = (
+    Method,
+    String,
+    Option<String>,
+    Vec<(&'static str, &'static str)>,
+);
 
 #[tokio::test]
 async fn hundreds_of_malformed_requests_get_no_5xx() {
