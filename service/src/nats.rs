@@ -253,6 +253,9 @@ impl NatsArgs {
                     async_nats::Event::Disconnected => {
                         warn!("disconnected from nats; reconnecting")
                     }
+                    // E.g. "permissions violation for publish to ...": an identity used for the
+                    // wrong site or box, or a server config that does not fit this binary.
+                    async_nats::Event::ServerError(e) => warn!(error = %e, "nats server error"),
                     other => info!(event = %other, "nats event"),
                 }
             });
