@@ -108,7 +108,6 @@ struct ProductionNats {
 }
 
 /// What a client needs to reach a server whose TLS blocks are on.
-#[derive(Clone)]
 struct ClientTls {
     ca: PathBuf,
     cert: PathBuf,
