@@ -425,3 +425,80 @@ async fn zero_planned_time_is_null_with_a_reason_and_active_runs_end_at_now() {
     .unwrap();
     assert!((3599.0..3700.0).contains(&busy), "busy {busy}");
 }
+
+/// A run left open for years and one started just before the window give the same figures for
+/// every shift in the window: the calendar is expanded over the window only (0014), and the
+/// shift that began before the window's start is still there.
+#[tokio::test]
+async fn a_run_open_for_years_gives_the_windows_shifts_only() {
+    let t = db().await;
+    let (from, to): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+        "SELECT date_trunc('hour', now()) - interval '53 hours', date_trunc('hour', now()) - interval '24 hours'",
+    )
+    .fetch_one(&t.pool)
+    .await
+    .unwrap();
+    for (resource, started) in [
+        (
+            "R-years",
+            "2000-01-01T00:00:00Z"
+                .parse::<chrono::DateTime<chrono::Utc>>()
+                .unwrap(),
+        ),
+        ("R-recent", from - chrono::Duration::hours(12)),
+    ] {
+        sqlx::query("INSERT INTO resources (resource_id, site_id) VALUES ($1, 'BKK')")
+            .bind(resource)
+            .execute(&t.pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO work_orders (work_order_id) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind("WO-years")
+            .execute(&t.pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO op_run (op_run_id, work_order_id, operation_id, resource_id, site_id,
+                                 status, started_at, ideal_cycle_time_s)
+             VALUES (gen_random_uuid(), 'WO-years', 'OP10', $1, 'BKK', 'running', $2, 1.0)",
+        )
+        .bind(resource)
+        .bind(started)
+        .execute(&t.pool)
+        .await
+        .unwrap();
+    }
+    let shifts = |resource: &'static str| {
+        let pool = t.pool.clone();
+        async move {
+            let rows: Vec<(String, NaiveDate, f64, f64)> = sqlx::query_as(
+                "SELECT shift_name, shift_date, busy_seconds, pbt_seconds
+                 FROM edge_mes_shift_elements($1, $2, NULL, $3) ORDER BY starts_at",
+            )
+            .bind(from)
+            .bind(to)
+            .bind(resource)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            rows
+        }
+    };
+    let years = shifts("R-years").await;
+    let recent = shifts("R-recent").await;
+    assert_eq!(years, recent);
+    // 29 hours of the seed's 8-hour shifts, all ended (so an open run's figures do not move while
+    // the test runs): four or five shifts meet the window, usually the first begun before it.
+    assert!((4..=5).contains(&years.len()), "{years:?}");
+    let overlapping: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM edge_mes_shift_instances(($1 AT TIME ZONE 'Asia/Bangkok')::date - 1,
+                                                       ($2 AT TIME ZONE 'Asia/Bangkok')::date, 'BKK')
+         WHERE tstzrange(starts_at, ends_at, '[)') && tstzrange($1, $2, '[)')",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_one(&t.pool)
+    .await
+    .unwrap();
+    assert_eq!(years.len() as i64, overlapping);
+}
