@@ -142,14 +142,16 @@ async fn lane(
     while queue.recv_many(&mut jobs, max_batch).await > 0 {
         // Answers of callers that gave up (request timeout) are dropped; their reports count
         // like any other, as they would have without batching.
-        let batch = std::mem::take(&mut jobs);
-        let reports: Vec<ReportJob> = batch.iter().map(|j| j.report.clone()).collect();
+        let (reports, senders): (Vec<ReportJob>, Vec<_>) = std::mem::take(&mut jobs)
+            .into_iter()
+            .map(|j| (j.report, j.answer))
+            .unzip();
         let answers = write(&pool, &default_site, &reports, &mut cache).await;
         if answers.iter().any(Result::is_ok) {
             committed.notify_one();
         }
-        for (job, answer) in batch.into_iter().zip(answers) {
-            let _ = job.answer.send(answer);
+        for (sender, answer) in senders.into_iter().zip(answers) {
+            let _ = sender.send(answer);
         }
     }
 }
