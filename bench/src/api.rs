@@ -10,7 +10,8 @@
 //!    other; every outbox event was published to the stream.
 //!
 //! mes-api runs with its defaults (its own `API_*` environment is not passed on) plus
-//! `--api-arg`.
+//! `--api-arg`, with authentication on as deployed: every request carries an operator token made
+//! by `mes-api token create`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -73,20 +74,21 @@ pub async fn run(bench: &Bench) -> anyhow::Result<(ApiReport, Vec<Check>)> {
         .await
         .context("connect to the API benchmark database")?;
     let addr = free_addr()?;
+    let auth = create_token(bench, &bin, &db_url).await?;
     let api = bench.spawn(
         "api-mes-api",
         api_command(bench, &bin, &db_url, &name, addr),
     )?;
     wait_until("mes-api to be ready", READY_LIMIT, &[&api], || async {
-        Ok(is_ready(addr).await)
+        Ok(is_ready(addr, &auth).await)
     })
     .await?;
-    let runs = Arc::new(start_runs(addr, cfg.api_runs).await?);
+    let runs = Arc::new(start_runs(addr, &auth, cfg.api_runs).await?);
     info!(runs = runs.len(), addr = %addr, "mes-api ready, runs started");
 
-    let load = open_loop_phase(bench, &api, addr, runs.clone()).await?;
+    let load = open_loop_phase(bench, &api, addr, &auth, runs.clone()).await?;
     let max = if cfg.api_max_secs() > 0 {
-        Some(closed_loop_phase(bench, &api, addr, runs.clone()).await?)
+        Some(closed_loop_phase(bench, &api, addr, &auth, runs.clone()).await?)
     } else {
         None
     };
@@ -189,11 +191,57 @@ fn api_command(
         .env("DATABASE_URL", db_url)
         .env("RUST_LOG", "warn")
         .env("NO_COLOR", "1")
+        // As deployed; an `--api-arg --auth off` still wins over the environment.
+        .env("API_AUTH", "tokens")
+        // The benchmark measures capacity, not the per-token policy (500 writes/s by default).
+        .env("API_WRITE_RATE_PER_TOKEN", "0")
+        .env("API_METRICS_LISTEN", "off")
         .arg("--listen")
         .arg(addr.to_string())
         .args(["--namespace", namespace])
         .args(bench.config.api_args());
     cmd
+}
+
+/// An operator token for the benchmark's database, made as an operator makes one; the
+/// `Authorization` value that carries it.
+async fn create_token(
+    bench: &Bench,
+    bin: &std::path::Path,
+    db_url: &str,
+) -> anyhow::Result<HeaderValue> {
+    let mut cmd = Command::new(bin);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("NATS_URL", bench.servers.nats_url())
+        .env("DATABASE_URL", db_url)
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .args(["token", "create", "--role", "operator", "--name", "bench"]);
+    let output = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .context("mes-api token create")?
+        .context("run mes-api token create")?;
+    if !output.status.success() {
+        bail!(
+            "mes-api token create failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let stdout = String::from_utf8(output.stdout).context("the output of mes-api token create")?;
+    let token = stdout
+        .lines()
+        .last()
+        .context("mes-api token create printed no token")?
+        .trim();
+    HeaderValue::from_str(&format!("Bearer {token}")).context("the token as a header")
+}
+
+fn authorized(mut call: Call, auth: &HeaderValue) -> Call {
+    call.headers
+        .push((hyper::header::AUTHORIZATION, auth.clone()));
+    call
 }
 
 /// A free port on 127.0.0.1 (bound and released; mes-api binds it right after).
@@ -202,13 +250,14 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
-async fn is_ready(addr: SocketAddr) -> bool {
+async fn is_ready(addr: SocketAddr, auth: &HeaderValue) -> bool {
     let mut conn = Connection::new(addr);
-    matches!(conn.send(&Call::get("/ready")).await, Ok(a) if a.status == 200)
+    let call = authorized(Call::get("/ready"), auth);
+    matches!(conn.send(&call).await, Ok(a) if a.status == 200)
 }
 
 /// Starts `n` runs, one per resource (`BENCH-R0001`, ...); their ids.
-async fn start_runs(addr: SocketAddr, n: u32) -> anyhow::Result<Vec<String>> {
+async fn start_runs(addr: SocketAddr, auth: &HeaderValue, n: u32) -> anyhow::Result<Vec<String>> {
     let mut conn = Connection::new(addr);
     let mut ids = Vec::with_capacity(n as usize);
     for i in 1..=n {
@@ -216,7 +265,7 @@ async fn start_runs(addr: SocketAddr, n: u32) -> anyhow::Result<Vec<String>> {
             r#"{{"work_order_id":"WO-BENCH-{i:04}","operation_id":"OP10","resource_id":"BENCH-R{i:04}","planned_seconds":28800,"ideal_cycle_time_s":0.5}}"#
         );
         let answer = conn
-            .send(&Call::post_json("/op_run/start", body))
+            .send(&authorized(Call::post_json("/op_run/start", body), auth))
             .await
             .context("POST /op_run/start")?;
         if answer.status != 201 {
@@ -239,7 +288,8 @@ async fn start_runs(addr: SocketAddr, n: u32) -> anyhow::Result<Vec<String>> {
 
 /// Report number `n`: to run `n % runs`, with [`report_delta`], with an Idempotency-Key when
 /// asked.
-fn report_calls(runs: Arc<Vec<String>>, idempotency_keys: bool) -> MakeCall {
+fn report_calls(runs: Arc<Vec<String>>, auth: &HeaderValue, idempotency_keys: bool) -> MakeCall {
+    let auth = auth.clone();
     Arc::new(move |n| {
         let id = &runs[(n % runs.len() as u64) as usize];
         let (good, scrap) = report_delta(n);
@@ -248,6 +298,8 @@ fn report_calls(runs: Arc<Vec<String>>, idempotency_keys: bool) -> MakeCall {
             format!(r#"{{"op_run_id":"{id}","good_delta":{good},"scrap_delta":{scrap}}}"#),
         );
         call.inspect = Some(answered_good_units);
+        call.headers
+            .push((hyper::header::AUTHORIZATION, auth.clone()));
         if idempotency_keys {
             if let Ok(key) = HeaderValue::from_str(&format!("bench-report-{n}")) {
                 call.headers.push((
@@ -306,6 +358,7 @@ async fn open_loop_phase(
     bench: &Bench,
     api: &Monitored,
     addr: SocketAddr,
+    auth: &HeaderValue,
     runs: Arc<Vec<String>>,
 ) -> anyhow::Result<OpenLoop> {
     let cfg = &bench.config;
@@ -317,7 +370,7 @@ async fn open_loop_phase(
         addr,
         cfg.api_connections as usize,
         Arc::new(Schedule::new(start, t_end, rate, 0)),
-        report_calls(runs, cfg.api_idempotency_keys),
+        report_calls(runs, auth, cfg.api_idempotency_keys),
     ));
     let active_rate = f64::from(cfg.api_active_rate);
     let active = (cfg.api_active_rate > 0).then(|| {
@@ -325,7 +378,10 @@ async fn open_loop_phase(
             addr,
             ACTIVE_CONNECTIONS as usize,
             Arc::new(Schedule::new(start, t_end, active_rate, 0)),
-            Arc::new(|_| Call::get("/op_run/active")),
+            Arc::new({
+                let auth = auth.clone();
+                move |_| authorized(Call::get("/op_run/active"), &auth)
+            }),
         ))
     });
     info!(
@@ -368,6 +424,7 @@ async fn closed_loop_phase(
     bench: &Bench,
     api: &Monitored,
     addr: SocketAddr,
+    auth: &HeaderValue,
     runs: Arc<Vec<String>>,
 ) -> anyhow::Result<(ClosedLoopReport, Vec<Sample>)> {
     let cfg = &bench.config;
@@ -378,7 +435,7 @@ async fn closed_loop_phase(
         cfg.api_connections as usize,
         until,
         CLOSED_LOOP_FIRST,
-        report_calls(runs, cfg.api_idempotency_keys),
+        report_calls(runs, auth, cfg.api_idempotency_keys),
     )
     .await?;
     let after = CpuMark::take(bench, api);

@@ -163,10 +163,12 @@ async fn shipper_with_unsent_lines_stops_in_time_with_nats_down_and_loses_nothin
 async fn api_stops_in_time_with_nats_or_postgres_down_and_every_event_arrives_once() {
     let mut stack = private_stack().await;
     let port = testkit::nats::free_port().unwrap();
+    let token = stack.api_token("operator").await;
     let mut server = stack.api(port, &grace()).spawn().unwrap();
     assert!(api_ready(port).await, "mes-api listens");
     let (status, body) = post(
         port,
+        &token,
         "/op_run/start",
         r#"{"work_order_id":"WO1","operation_id":"OP10","resource_id":"R1"}"#,
     )
@@ -183,7 +185,7 @@ async fn api_stops_in_time_with_nats_or_postgres_down_and_every_event_arrives_on
     nats(&mut stack).stop().await.unwrap();
     for _ in 0..5 {
         let report = format!(r#"{{"op_run_id":"{id}","good_delta":1,"scrap_delta":0}}"#);
-        assert_eq!(post(port, "/op_run/report", &report).await.0, 200);
+        assert_eq!(post(port, &token, "/op_run/report", &report).await.0, 200);
     }
     stop_within_bound("mes-api (NATS down)", &mut server).await;
     nats(&mut stack).restart().await.unwrap();

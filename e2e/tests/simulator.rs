@@ -19,12 +19,13 @@ async fn scalar(stack: &Stack, sql: &str) -> i64 {
 async fn simulated_line_fills_readings_and_runs_and_a_second_start_takes_over() {
     let stack = Stack::new().await;
     let port = testkit::nats::free_port().unwrap();
+    let token = stack.api_token("operator").await;
     let mut api = stack.api(port, &[]).spawn().unwrap();
     assert!(api_ready(port).await, "mes-api listens");
     let mut worker = stack.worker(&[]).spawn().unwrap();
     let mut shipper = stack.shipper("sim", &[]).spawn().unwrap();
     let mut sim = stack
-        .simulator("sim", port, &["--bad-line-every", "40"])
+        .simulator("sim", port, &token, &["--bad-line-every", "40"])
         .spawn()
         .unwrap();
 
@@ -61,6 +62,15 @@ async fn simulated_line_fills_readings_and_runs_and_a_second_start_takes_over() 
     )
     .await;
     assert!(with_order > 0, "readings carry the running work order");
+    assert_eq!(
+        scalar(
+            &stack,
+            "SELECT count(*) FROM op_run WHERE started_by IS NULL"
+        )
+        .await,
+        0,
+        "every run records the simulator's token as who started it"
+    );
 
     // A second start: the active runs are taken over, not started again.
     let shift_before = edge_mes_sim::production::shift_of(Utc::now(), chrono_tz::Asia::Bangkok);
@@ -71,7 +81,7 @@ async fn simulated_line_fills_readings_and_runs_and_a_second_start_takes_over() 
         "SELECT coalesce(sum(good_units), 0)::int8 FROM op_run",
     )
     .await;
-    let mut sim = stack.simulator("sim", port, &[]).spawn().unwrap();
+    let mut sim = stack.simulator("sim", port, &token, &[]).spawn().unwrap();
     assert!(
         eventually(Duration::from_secs(30), || async {
             scalar(

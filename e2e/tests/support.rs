@@ -81,18 +81,47 @@ impl Stack {
         self.dir.path().join("state").join(box_id)
     }
 
-    /// `mes-api` listening on `127.0.0.1:<port>`.
+    /// `mes-api` listening on `127.0.0.1:<port>`, requiring tokens as it does by default
+    /// (said explicitly so the tests do not depend on the default).
     pub fn api(&self, port: u16, extra: &[&str]) -> Command {
         let mut c = self.command("mes-api");
-        c.env("API_LISTEN", format!("127.0.0.1:{port}")).args(extra);
+        c.env("API_LISTEN", format!("127.0.0.1:{port}"))
+            .env("API_AUTH", "tokens")
+            .env("API_METRICS_LISTEN", "off")
+            .args(extra);
         c
     }
 
+    /// A new API token with `role`, made the way an operator makes one (`mes-api token create`,
+    /// the token being the last line of its output).
+    pub async fn api_token(&self, role: &str) -> String {
+        let name = testkit::unique_name(role);
+        let output = tokio::time::timeout(
+            Duration::from_secs(120),
+            self.command("mes-api")
+                .args(["token", "create", "--role", role, "--name", &name])
+                .stdout(Stdio::piped())
+                .output(),
+        )
+        .await
+        .expect("mes-api token create did not finish within 120 s")
+        .unwrap();
+        assert!(output.status.success(), "mes-api token create: {output:?}");
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .expect("a token on the last line")
+            .trim()
+            .to_owned()
+    }
+
     /// The line simulator writing into `<dir>/<box_id>/` and driving runs through mes-api on
-    /// `api_port`, ten times faster than its defaults.
-    pub fn simulator(&self, box_id: &str, api_port: u16, extra: &[&str]) -> Command {
+    /// `api_port` with `token`, ten times faster than its defaults.
+    pub fn simulator(&self, box_id: &str, api_port: u16, token: &str, extra: &[&str]) -> Command {
         let mut c = self.command("edge-mes-sim");
-        c.arg("--hot-dir")
+        c.env("SIM_API_TOKEN", token)
+            .arg("--hot-dir")
             .arg(self.box_dir(box_id))
             .args(["--api-addr", &format!("127.0.0.1:{api_port}")])
             .args(["--tick-ms", "100", "--report-every-secs", "1"])
@@ -275,9 +304,9 @@ pub fn copy_into(src: &Path, dst: &Path) {
 }
 
 /// A JSON POST over a plain HTTP/1.0 connection; the status and body.
-pub async fn post(port: u16, path: &str, body: &str) -> (u16, String) {
+pub async fn post(port: u16, token: &str, path: &str, body: &str) -> (u16, String) {
     let head = format!(
-        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     http(port, &format!("{head}{body}")).await.unwrap()

@@ -8,7 +8,14 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 /// The variables of edge-mes that carry secrets; each may come from `<name>_FILE`.
-pub const SECRET_VARS: [&str; 4] = ["DATABASE_URL", "NATS_URL", "NATS_PASSWORD", "NATS_TOKEN"];
+pub const SECRET_VARS: [&str; 5] = [
+    "DATABASE_URL",
+    "NATS_URL",
+    "NATS_PASSWORD",
+    "NATS_TOKEN",
+    // edge-mes-sim's bearer token for mes-api.
+    "SIM_API_TOKEN",
+];
 
 #[derive(Debug, Error)]
 pub enum SecretFileError {

@@ -6,6 +6,9 @@ use edge_mes_sim::Config;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
+    // SIM_API_TOKEN_FILE: the token from a file (a compose or Kubernetes secret), before clap
+    // reads the environment.
+    service::secrets::load()?;
     let config = Config::parse();
     service::telemetry::init(config.log_format);
     let shutdown = service::shutdown::on_signal();
