@@ -1,6 +1,7 @@
 //! Command-line and environment configuration.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -8,6 +9,8 @@ use protocol::OpRunNames;
 use service::db::MigrateMode;
 use service::nats::NatsArgs;
 
+use crate::auth::jwks::{JwksSettings, JwksSource};
+use crate::auth::jwt::{JwtSettings, RoleClaim};
 use crate::auth::Role;
 use crate::report_batch::ReportBatching;
 
@@ -70,6 +73,80 @@ pub struct Config {
         global = true
     )]
     pub write_rate_per_token: u32,
+
+    /// With `--auth tokens`: also accept JWTs of the plant's identity provider (OIDC client
+    /// credentials: Keycloak, Entra ID), RS256 or ES256, verified with the keys of this JWKS: a
+    /// file path or an `https://` URL (`http://` only on loopback). Needs --jwt-issuer and
+    /// --jwt-audience.
+    #[arg(long, env = "API_JWT_JWKS", requires_all = ["jwt_issuer", "jwt_audience"], global = true)]
+    pub jwt_jwks: Option<JwksSource>,
+
+    /// The `iss` every JWT must carry, exactly as the identity provider writes it.
+    #[arg(long, env = "API_JWT_ISSUER", requires = "jwt_jwks", global = true)]
+    pub jwt_issuer: Option<String>,
+
+    /// Audiences (comma-separated) of which a JWT's `aud` must name one.
+    #[arg(
+        long,
+        env = "API_JWT_AUDIENCE",
+        value_delimiter = ',',
+        requires = "jwt_jwks",
+        global = true
+    )]
+    pub jwt_audience: Vec<String>,
+
+    /// The JWT claim holding the caller's role: a name or a dotted path
+    /// (`realm_access.roles`); a string (space-separated values) or an array of strings. Values
+    /// `viewer`, `operator`, `admin` (after --jwt-role-prefix) count; the highest wins.
+    #[arg(
+        long,
+        env = "API_JWT_ROLE_CLAIM",
+        default_value = "roles",
+        global = true
+    )]
+    pub jwt_role_claim: RoleClaim,
+
+    /// Prefix of the role values in the role claim (`edge-mes-` reads `edge-mes-operator` as
+    /// operator); values without it are ignored. Empty: the values are the role names.
+    #[arg(long, env = "API_JWT_ROLE_PREFIX", default_value = "", global = true)]
+    pub jwt_role_prefix: String,
+
+    /// Clock skew tolerated on a JWT's `exp` and `nbf`, in seconds.
+    #[arg(
+        long,
+        env = "API_JWT_LEEWAY_SECONDS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(0..=600),
+        global = true
+    )]
+    pub jwt_leeway_seconds: u64,
+
+    /// How often the JWKS is read again, in seconds (also at once for a token with an unknown
+    /// key id, at most every 10 s).
+    #[arg(
+        long,
+        env = "API_JWT_JWKS_REFRESH_SECONDS",
+        default_value_t = 300,
+        value_parser = clap::value_parser!(u64).range(10..=86_400),
+        global = true
+    )]
+    pub jwt_jwks_refresh_seconds: u64,
+
+    /// PEM file of the CA(s) that sign the JWKS URL's certificate, trusted instead of the
+    /// system's roots (a plant CA).
+    #[arg(long, env = "API_JWT_JWKS_CA", requires = "jwt_jwks", global = true)]
+    pub jwt_jwks_ca: Option<PathBuf>,
+
+    /// Address of a second listener serving only `GET /metrics`, without authentication (for
+    /// Prometheus; keep it off the plant network). `off`: none (the main port's `/metrics`, which
+    /// needs a viewer token with --auth tokens, remains).
+    #[arg(
+        long,
+        env = "API_METRICS_LISTEN",
+        default_value = "127.0.0.1:9103",
+        global = true
+    )]
+    pub metrics_listen: MetricsListen,
 
     /// Most database connections in the pool.
     #[arg(
@@ -223,8 +300,9 @@ pub enum TokenAction {
         /// and plant data).
         #[arg(long, value_enum)]
         role: Role,
-        /// Who holds it (an HMI, a connector, a person): recorded with every write it makes.
-        #[arg(long)]
+        /// Who holds it (an HMI, a connector, a person): recorded with every write it makes. Not
+        /// starting with `jwt:` (the actors of JWT callers).
+        #[arg(long, value_parser = token_name)]
         name: String,
         /// Days until it expires; default never.
         #[arg(long)]
@@ -237,6 +315,45 @@ pub enum TokenAction {
         #[arg(long)]
         name: String,
     },
+}
+
+/// `--metrics-listen`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsListen(pub Option<SocketAddr>);
+
+impl std::str::FromStr for MetricsListen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() || s.eq_ignore_ascii_case("off") {
+            return Ok(Self(None));
+        }
+        s.parse()
+            .map(|a| Self(Some(a)))
+            .map_err(|_| format!("{s:?}: an address such as 127.0.0.1:9103, or off"))
+    }
+}
+
+impl std::fmt::Display for MetricsListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => write!(f, "{addr}"),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+/// A new token's name: not one a JWT caller's actor could have.
+fn token_name(s: &str) -> Result<String, String> {
+    let prefix = crate::auth::jwt::ACTOR_PREFIX;
+    if s.get(..prefix.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    {
+        return Err(format!(
+            "{s:?}: names starting with {prefix:?} are the actors of JWT callers"
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 impl Config {
@@ -259,11 +376,30 @@ impl Config {
         }
     }
 
-    /// A configuration with every default, for tests.
+    /// What a JWT must carry, when `--jwt-jwks` is set.
+    pub fn jwt_settings(&self) -> Option<(JwksSource, JwtSettings, JwksSettings)> {
+        let source = self.jwt_jwks.clone()?;
+        let settings = JwtSettings {
+            issuer: self.jwt_issuer.clone().unwrap_or_default(),
+            audiences: self.jwt_audience.clone(),
+            role_claim: self.jwt_role_claim.clone(),
+            role_prefix: self.jwt_role_prefix.clone(),
+            leeway: Duration::from_secs(self.jwt_leeway_seconds),
+        };
+        let jwks = JwksSettings {
+            refresh: Duration::from_secs(self.jwt_jwks_refresh_seconds),
+            ..JwksSettings::default()
+        };
+        Some((source, settings, jwks))
+    }
+
+    /// A configuration with every default, for tests (and no metrics listener, so tests in
+    /// parallel do not compete for its port).
     pub fn for_urls(nats_url: &str, database_url: &str) -> Self {
         let mut c = Self::parse_from(["mes-api"]);
         c.nats = NatsArgs::for_url(nats_url);
         c.database_url = database_url.to_owned();
+        c.metrics_listen = MetricsListen(None);
         c
     }
 }
@@ -291,5 +427,78 @@ mod tests {
         let c = Config::parse_from(["mes-api", "seed-demo", "--namespace", "t1"]);
         assert_eq!(c.command, Some(Command::SeedDemo));
         assert_eq!(c.op_run_names().stream, "OP_RUN_t1");
+        assert_eq!(c.jwt_jwks, None);
+        assert_eq!(
+            Config::parse_from(["mes-api"]).metrics_listen.to_string(),
+            "127.0.0.1:9103"
+        );
+    }
+
+    #[test]
+    fn the_metrics_listener_is_an_address_or_off() {
+        let parse = |v: &str| Config::try_parse_from(["mes-api", "--metrics-listen", v]);
+        assert_eq!(
+            parse("0.0.0.0:9103").unwrap().metrics_listen.to_string(),
+            "0.0.0.0:9103"
+        );
+        assert_eq!(parse("off").unwrap().metrics_listen, MetricsListen(None));
+        assert_eq!(parse("OFF").unwrap().metrics_listen, MetricsListen(None));
+        assert!(parse("9103").is_err());
+    }
+
+    #[test]
+    fn jwts_need_an_issuer_and_an_audience() {
+        let base = ["mes-api", "--auth", "tokens"];
+        let with = |extra: &[&str]| {
+            Config::try_parse_from(base.iter().chain(extra).copied()).map(|c| c.jwt_settings())
+        };
+        assert!(with(&["--jwt-jwks", "jwks.json"]).is_err());
+        assert!(with(&["--jwt-jwks", "jwks.json", "--jwt-issuer", "https://idp"]).is_err());
+        assert!(
+            with(&["--jwt-issuer", "https://idp"]).is_err(),
+            "an issuer alone"
+        );
+        assert!(
+            with(&[
+                "--jwt-jwks",
+                "http://idp.plant/certs",
+                "--jwt-issuer",
+                "i",
+                "--jwt-audience",
+                "a"
+            ])
+            .is_err(),
+            "http only on loopback"
+        );
+        let (source, jwt, jwks) = with(&[
+            "--jwt-jwks",
+            "https://idp.plant/realms/p/protocol/openid-connect/certs",
+            "--jwt-issuer",
+            "https://idp.plant/realms/p",
+            "--jwt-audience",
+            "mes-api,account",
+            "--jwt-role-claim",
+            "realm_access.roles",
+        ])
+        .unwrap()
+        .unwrap();
+        assert!(matches!(source, JwksSource::Url(_)));
+        assert_eq!(jwt.audiences, ["mes-api", "account"]);
+        assert_eq!(jwt.role_claim.to_string(), "realm_access.roles");
+        assert_eq!(jwt.leeway, Duration::from_secs(60));
+        assert_eq!(jwks.refresh, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn token_names_cannot_be_jwt_actors() {
+        let create = |name: &str| {
+            Config::try_parse_from([
+                "mes-api", "token", "create", "--role", "viewer", "--name", name,
+            ])
+        };
+        assert!(create("hmi-line-1").is_ok());
+        assert!(create("jwt:someone").is_err());
+        assert!(create("JWT:someone").is_err());
+        assert!(create("my-jwt:x").is_ok());
     }
 }

@@ -105,8 +105,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 fn document_authentication(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
     let mut bearer = Http::new(HttpAuthScheme::Bearer);
+    bearer.bearer_format = Some("emt_<id>_<secret> API token, or JWT".to_owned());
     bearer.description = Some(
-        "An API token (`mes-api token create`), required when mes-api runs with --auth tokens"
+        "An API token (`mes-api token create`; `emt_…`) or, with --jwt-jwks, a JWT of the \
+         plant's identity provider (RS256/ES256, its role in --jwt-role-claim); required when \
+         mes-api runs with --auth tokens"
             .to_owned(),
     );
     doc.components
@@ -333,6 +336,23 @@ mod tests {
                 assert_eq!(key["schema"]["pattern"], crate::idempotency::KEY_PATTERN);
             }
         }
+    }
+
+    #[test]
+    fn the_bearer_scheme_names_both_kinds_of_token() {
+        let doc = document();
+        let bearer = &doc["components"]["securitySchemes"]["bearer"];
+        assert_eq!(bearer["type"], "http");
+        assert_eq!(bearer["scheme"], "bearer");
+        let format = bearer["bearerFormat"].as_str().unwrap();
+        assert!(
+            format.contains("emt_") && format.contains("JWT"),
+            "{format}"
+        );
+        assert_eq!(
+            doc["paths"]["/op_run/start"]["post"]["security"][0]["bearer"],
+            serde_json::json!([])
+        );
     }
 
     #[test]

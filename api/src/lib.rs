@@ -15,8 +15,9 @@
 //! - [`trace`]: `GET /trace/work_order/{id}`.
 //! - [`spc`]: `GET /spc` (control limits, Western Electric rules, Cp/Cpk).
 //! - [`board`]: the live shop-floor page `GET /board`, its snapshot and server-sent events.
+//! - [`auth`]: API tokens and the identity provider's JWTs, roles, the board's cookie.
 //! - [`health`]: `/health`, `/ready`, `/metrics`, `/openapi.json`.
-//! - [`metrics`]: Prometheus metrics.
+//! - [`metrics`]: Prometheus metrics, and the listener that serves only them.
 //! - [`seed`]: the demo run (`mes-api seed-demo`).
 //! - [`state`]: shared handler state.
 
@@ -43,12 +44,16 @@ pub mod store;
 pub mod trace;
 
 use service::retry::retry_until;
+use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{error, info, warn};
+
+use auth::jwks::{Jwks, JwksSource};
+use auth::jwt::JwtAuth;
 
 pub use config::Config;
 pub use http::{app, app_with_board, app_with_limits, openapi, Limits};
@@ -56,6 +61,11 @@ pub use state::{AppState, Settings};
 
 #[derive(Debug, Error)]
 pub enum ApiRunError {
+    /// Flags that cannot work together.
+    #[error("{0}")]
+    Config(String),
+    #[error("JWT keys (--jwt-jwks): {0}")]
+    Jwks(#[from] auth::jwks::JwksError),
     #[error(transparent)]
     Db(#[from] db::DbError),
     #[error("cannot connect to NATS: {0}")]
@@ -113,6 +123,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ApiR
         }
         return Ok(());
     }
+    check(&config)?;
     let Some(pool) = prepare_database(&config, &shutdown).await? else {
         return Ok(());
     };
@@ -125,6 +136,83 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ApiR
     serve(config, pool, listener, shutdown).await
 }
 
+/// Refuses flags that cannot work together, and a JWKS file without usable keys, before
+/// anything connects.
+fn check(config: &Config) -> Result<(), ApiRunError> {
+    if config.jwt_jwks.is_some() && config.auth != config::AuthMode::Tokens {
+        return Err(ApiRunError::Config(
+            "--jwt-jwks (API_JWT_JWKS) needs --auth tokens (API_AUTH=tokens)".to_owned(),
+        ));
+    }
+    if let Some(JwksSource::File(path)) = &config.jwt_jwks {
+        let bytes = std::fs::read(path).map_err(|source| auth::jwks::JwksError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        auth::jwks::KeySet::parse(&bytes)?;
+    }
+    Ok(())
+}
+
+/// The identity provider's JWTs, when `--jwt-jwks` is set: keys read now (a file that cannot be
+/// read stops the start; a URL that does not answer yet is retried, JWTs being refused until
+/// it does, while API tokens work) and kept fresh until `shutdown`.
+async fn jwt_auth(
+    config: &Config,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<Option<Arc<JwtAuth>>, ApiRunError> {
+    let Some((source, settings, jwks_settings)) = config.jwt_settings() else {
+        return Ok(None);
+    };
+    let jwks = Arc::new(Jwks::new(
+        source.clone(),
+        config.jwt_jwks_ca.as_deref(),
+        jwks_settings,
+    )?);
+    match (jwks.refresh().await, &source) {
+        (Ok(keys), _) => {
+            info!(jwks = %source, keys, issuer = %settings.issuer, "accepting JWTs")
+        }
+        (Err(e), JwksSource::File(_)) => return Err(e.into()),
+        (Err(_), JwksSource::Url(_)) => warn!(
+            jwks = %source,
+            "no JWT keys yet: JWTs are refused until the JWKS URL answers (retried); API tokens work"
+        ),
+    }
+    tracker.spawn(jwks.clone().keep_fresh(shutdown.clone()));
+    Ok(Some(Arc::new(JwtAuth::new(settings, jwks))))
+}
+
+/// Serves `GET /metrics` without authentication on `--metrics-listen` until `shutdown`. An
+/// address that cannot be bound is logged, and the API serves without it (its main port's
+/// `/metrics` remains).
+async fn metrics_listener(
+    config: &Config,
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let Some(addr) = config.metrics_listen.0 else {
+        return;
+    };
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => {
+            info!(%addr, "serving metrics (no authentication)");
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move {
+                if let Err(e) = metrics::serve(listener, handle, shutdown).await {
+                    error!(%addr, error = %e, "metrics listener failed");
+                }
+            });
+        }
+        Err(e) => error!(
+            %addr, error = %e,
+            "cannot listen for metrics (--metrics-listen): serving without that listener"
+        ),
+    }
+}
+
 /// Serves on an already bound listener (tests bind port 0).
 pub async fn serve(
     config: Config,
@@ -132,6 +220,11 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ApiRunError> {
+    check(&config)?;
+    // The recorder first, so what is measured while starting is kept.
+    let metrics_handle = metrics::handle();
+    let tracker = TaskTracker::new();
+    let jwt = jwt_auth(&config, &shutdown, &tracker).await?;
     let nats = connect_nats(&config).await?;
     let state = AppState::new(
         pool.clone(),
@@ -142,9 +235,15 @@ pub async fn serve(
     )
     .with_report_batching(config.report_batching());
     let state = match config.auth {
-        config::AuthMode::Tokens => state
-            .with_auth_required()
-            .with_write_rate(config.write_rate_per_token),
+        config::AuthMode::Tokens => {
+            let state = state
+                .with_auth_required()
+                .with_write_rate(config.write_rate_per_token);
+            match jwt {
+                Some(jwt) => state.with_jwt(jwt),
+                None => state,
+            }
+        }
         config::AuthMode::Off => {
             tracing::warn!(
                 "authentication is off (--auth off): anyone who reaches this port may start, \
@@ -153,7 +252,7 @@ pub async fn serve(
             state
         }
     };
-    let tracker = TaskTracker::new();
+    metrics_listener(&config, metrics_handle, &shutdown, &tracker).await;
     let relay_stop = CancellationToken::new();
     if !config.no_relay {
         tracker.spawn(relay::run(

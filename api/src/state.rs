@@ -6,6 +6,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
+use crate::auth::jwt::JwtAuth;
 use crate::auth::middleware::Authenticator;
 use crate::report_batch::{ReportBatcher, ReportBatching};
 
@@ -63,7 +64,15 @@ impl AppState {
 
     /// The same state with at most `per_second` writes per second and token (0: unlimited).
     pub fn with_write_rate(mut self, per_second: u32) -> Self {
-        self.auth = Authenticator::with_write_rate(self.pool.clone(), per_second);
+        let jwt = self.auth.jwt().cloned();
+        self.auth = Authenticator::build(self.pool.clone(), per_second, jwt);
+        self
+    }
+
+    /// The same state also accepting the identity provider's JWTs (see [`crate::auth::jwt`]).
+    pub fn with_jwt(mut self, jwt: Arc<JwtAuth>) -> Self {
+        let rate = self.auth.write_rate();
+        self.auth = Authenticator::build(self.pool.clone(), rate, Some(jwt));
         self
     }
 

@@ -10,6 +10,7 @@ mod board;
 mod board_browser;
 mod cdp;
 mod event_contract;
+mod jwt;
 mod kpi;
 mod least_privilege;
 mod lifecycle;

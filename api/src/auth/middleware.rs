@@ -3,7 +3,8 @@
 //! Tokens are looked up by id in the database (so every replica sees a new or revoked token) and
 //! kept for [`CACHE_TTL`]: the report path then costs no extra round trip, and a revocation takes
 //! effect everywhere within that time. A token's last use is written at most once per
-//! [`TOUCH_EVERY`], in the background.
+//! [`TOUCH_EVERY`], in the background. A bearer value that is not an API token is tried as a JWT
+//! when the identity provider's keys are configured ([`super::jwt`]).
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -20,8 +21,9 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use sqlx::PgPool;
 use tracing::{info, warn};
 
+use super::jwt::JwtAuth;
 use super::token::{self, Presented};
-use super::{required_role, Principal};
+use super::{required_role, Identity, Principal};
 use crate::error::ApiError;
 use crate::store::tokens::{self, TokenRow};
 
@@ -42,8 +44,11 @@ enum Refusal {
 /// writes.
 pub struct Authenticator {
     pool: PgPool,
-    /// Writes per second and token (bursts up to twice that); `None`: unlimited.
+    /// Writes per second and caller (bursts up to twice that); 0: unlimited.
+    write_rate: u32,
     writes: Option<DefaultKeyedRateLimiter<String>>,
+    /// JWTs of the identity provider, when `--jwt-jwks` is set.
+    jwt: Option<Arc<JwtAuth>>,
     cache: Mutex<HashMap<String, (Option<TokenRow>, Instant)>>,
     touched: Mutex<HashMap<String, Instant>>,
 }
@@ -55,31 +60,66 @@ impl Authenticator {
 
     /// With at most `per_second` writes per second and token (0: unlimited).
     pub fn with_write_rate(pool: PgPool, per_second: u32) -> Arc<Self> {
+        Self::build(pool, per_second, None)
+    }
+
+    /// With at most `per_second` writes per second and caller (0: unlimited), also accepting
+    /// the JWTs `jwt` verifies.
+    pub fn build(pool: PgPool, per_second: u32, jwt: Option<Arc<JwtAuth>>) -> Arc<Self> {
         let writes = NonZeroU32::new(per_second).map(|rate| {
             let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
             DefaultKeyedRateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
         });
         Arc::new(Self {
             pool,
+            write_rate: per_second,
             writes,
+            jwt,
             cache: Mutex::new(HashMap::new()),
             touched: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The principal of a token's text, if it is a valid one (why not is logged).
+    pub fn write_rate(&self) -> u32 {
+        self.write_rate
+    }
+
+    pub fn jwt(&self) -> Option<&Arc<JwtAuth>> {
+        self.jwt.as_ref()
+    }
+
+    /// The principal of a token's text, if it is a valid one with a role (why not is logged).
     pub async fn verify(&self, text: &str) -> Result<Option<Principal>, ApiError> {
-        let result = match token::parse(text) {
-            None => Err(Refusal::Invalid("not a token")),
-            Some(presented) => self.principal(&presented).await,
-        };
-        match result {
-            Ok(p) => Ok(Some(p)),
+        match self.identify(text).await {
+            Ok(Identity {
+                name,
+                role: Some(role),
+            }) => Ok(Some(Principal { name, role })),
+            Ok(Identity { name, role: None }) => {
+                info!(caller = %name, "token refused: it grants no role");
+                Ok(None)
+            }
             Err(Refusal::Invalid(why)) => {
                 info!(reason = why, "token refused");
                 Ok(None)
             }
             Err(Refusal::Unavailable(cause)) => Err(ApiError::Unavailable(cause)),
+        }
+    }
+
+    /// Who a bearer value names: an API token (`emt_…`), else a JWT when those are accepted.
+    async fn identify(&self, text: &str) -> Result<Identity, Refusal> {
+        if text.starts_with(token::PREFIX) {
+            let presented = token::parse(text).ok_or(Refusal::Invalid("not a token"))?;
+            let p = self.principal(&presented).await?;
+            return Ok(Identity {
+                name: p.name,
+                role: Some(p.role),
+            });
+        }
+        match &self.jwt {
+            Some(jwt) => jwt.identify(text).await.map_err(Refusal::Invalid),
+            None => Err(Refusal::Invalid("not a token (JWTs are not configured)")),
         }
     }
 
@@ -169,26 +209,17 @@ pub async fn authenticate(
     let Some(text) = presented.as_deref() else {
         return ApiError::Unauthorized { token_given: false }.into_response();
     };
-    let principal = match token::parse(text) {
-        None => Err(Refusal::Invalid("not a token")),
-        Some(presented) => auth.principal(&presented).await,
-    };
-    match principal {
+    match auth.identify(text).await {
         Err(Refusal::Unavailable(cause)) => ApiError::Unavailable(cause).into_response(),
         Err(Refusal::Invalid(why)) => {
             info!(reason = why, path = %request.uri().path(), "request refused: invalid token");
             ApiError::Unauthorized { token_given: true }.into_response()
         }
-        Ok(p) if p.role < needed => {
-            info!(token = %p.name, role = %p.role, needed = %needed, path = %request.uri().path(),
-                  "request refused: role too low");
-            ApiError::Forbidden(format!(
-                "this operation needs role {needed}; the token has role {}",
-                p.role
-            ))
-            .into_response()
-        }
-        Ok(p) => {
+        Ok(Identity {
+            name,
+            role: Some(role),
+        }) if role >= needed => {
+            let p = Principal { name, role };
             let write = !matches!(
                 *request.method(),
                 axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
@@ -205,6 +236,15 @@ pub async fn authenticate(
             }
             request.extensions_mut().insert(p);
             next.run(request).await
+        }
+        Ok(Identity { name, role }) => {
+            let has = role.map_or("no role".to_owned(), |r| format!("role {r}"));
+            info!(token = %name, has = %has, needed = %needed, path = %request.uri().path(),
+                  "request refused: role too low");
+            ApiError::Forbidden(format!(
+                "this operation needs role {needed}; the token has {has}"
+            ))
+            .into_response()
         }
     }
 }

@@ -3,7 +3,13 @@
 //! and its feed), `operator` also runs production (the run lifecycle), `admin` also manages
 //! (tokens, plant data). No token or a bad one: 401 with `WWW-Authenticate: Bearer`; a token
 //! without the role: 403. Why a token failed is logged, never answered.
+//!
+//! A bearer value starting with `emt_` is an API token ([`token`]); any other is tried as a JWT
+//! of the plant's identity provider ([`jwt`], keys from [`jwks`]) when `--jwt-jwks` is set.
 
+pub mod jwks;
+pub mod jwks_http;
+pub mod jwt;
 pub mod middleware;
 pub mod session;
 pub mod token;
@@ -68,6 +74,14 @@ impl FromStr for Role {
 pub struct Principal {
     pub name: String,
     pub role: Role,
+}
+
+/// Who a valid token names, and the role it grants: always one for an API token; a JWT may name
+/// none of mes-api's roles (then every route but the public ones answers 403).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub name: String,
+    pub role: Option<Role>,
 }
 
 /// The role a route needs; `None`: public (liveness only).

@@ -6,7 +6,8 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-const PREFIX: &str = "emt_";
+/// What every API token starts with; any other bearer value is tried as a JWT.
+pub const PREFIX: &str = "emt_";
 const ID_HEX: usize = 16;
 const SECRET_HEX: usize = 64;
 const SALT_BYTES: usize = 16;
