@@ -306,9 +306,8 @@ async fn dst_nights_last_seven_or_nine_hours_in_berlin() {
     for pair in rows.windows(2) {
         assert_eq!(pair[0].2, pair[1].1, "shifts are contiguous");
     }
-    // Policy for local times that do not exist or occur twice (PostgreSQL's AT TIME ZONE): a
-    // nonexistent 02:30 moves later (03:30 CEST = 01:30Z); an ambiguous 02:30 is the later
-    // instant (02:30 CET = 01:30Z).
+    // Local times that do not exist or occur twice (migration 0015): a skipped 02:30 is the
+    // jump (03:00 CEST = 01:00Z); a repeated 02:30 is its first occurrence (02:30 CEST = 00:30Z).
     sqlx::query("INSERT INTO shift_definitions (site_id, shift_name, start_local, duration) VALUES ('BER', 'Odd', '02:30', '1 hour')")
         .execute(&t.pool)
         .await
@@ -322,7 +321,7 @@ async fn dst_nights_last_seven_or_nine_hours_in_berlin() {
     .fetch_all(&t.pool)
     .await
     .unwrap();
-    assert_eq!(odd, ["2024-03-31 01:30/01:30", "2024-10-27 01:30/02:30"]);
+    assert_eq!(odd, ["2024-03-31 01:00/01:30", "2024-10-27 00:30/02:30"]);
 }
 
 #[tokio::test]
@@ -501,4 +500,46 @@ async fn a_run_open_for_years_gives_the_windows_shifts_only() {
     .await
     .unwrap();
     assert_eq!(years.len() as i64, overlapping);
+}
+
+#[tokio::test]
+async fn a_break_in_a_dst_gap_breaks_no_sites_figures() {
+    let t = db().await;
+    let app = app(&t.pool);
+    add_site(&t.pool, "BER", "Europe/Berlin").await;
+    // Legal calendar data: a break starting in the hour Berlin skips on 2024-03-31 (02:00 CET →
+    // 03:00 CEST). Before migration 0015 it made an inverted range, and every site's OEE query
+    // failed with 500.
+    sqlx::query(
+        "INSERT INTO shift_breaks (shift_definition_id, start_local, duration)
+         SELECT id, '02:50', interval '30 minutes' FROM shift_definitions
+         WHERE site_id = 'BER' AND shift_name = 'Night'",
+    )
+    .execute(&t.pool)
+    .await
+    .unwrap();
+    let ber = Run::start(&app, "BER-1", "BER", "2024-03-30T23:00:00Z", Some(1.0)).await;
+    ber.report("2024-03-31T05:00:00Z", 100, 0).await;
+    ber.complete("2024-03-31T06:00:00Z").await;
+    let bkk = Run::start(&app, "R9", "BKK", "2024-03-31T02:00:00Z", Some(1.0)).await;
+    bkk.report("2024-03-31T03:00:00Z", 100, 0).await;
+    bkk.complete("2024-03-31T04:00:00Z").await;
+    for site in ["BKK", "BER"] {
+        let a = get(
+            &app,
+            &format!("/kpi/oee?site_id={site}&from=2024-03-30T12:00:00Z&to=2024-04-01T00:00:00Z"),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK, "{site}: {}", a.body);
+        assert!(
+            a.body["shifts"]
+                .as_array()
+                .is_some_and(|rows| !rows.is_empty()),
+            "{site}: {}",
+            a.body
+        );
+    }
+    // The break kept the 20 minutes after the jump (03:00–03:20 CEST): PBT 7 h − 20 min.
+    let r = oee_row(&t.pool, "BER-1", "Night", "2024-03-31").await;
+    assert_eq!(r.pbt_seconds, 7.0 * 3600.0 - 1200.0);
 }
