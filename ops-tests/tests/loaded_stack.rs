@@ -159,20 +159,33 @@ impl LoadedStack {
             .await?;
         pool.close().await;
 
+        let mut create = self.command("mes-api")?;
+        create.args([
+            "token",
+            "create",
+            "--role",
+            "operator",
+            "--name",
+            "loaded-stack",
+        ]);
+        let token = create_token(create).await?;
         let addr = free_addr()?;
         let mut api = self.command("mes-api")?;
-        api.args(["--listen", &addr.to_string()]);
+        api.args(["--listen", &addr.to_string()])
+            .env("API_AUTH", "tokens")
+            .env("API_METRICS_LISTEN", "off");
         let mut child = api.spawn().context("start mes-api")?;
-        let result = self.rest_runs(addr).await;
+        let result = self.rest_runs(addr, &token).await;
         stop(&mut child).await;
         result
     }
 
-    async fn rest_runs(&self, addr: SocketAddr) -> anyhow::Result<()> {
+    async fn rest_runs(&self, addr: SocketAddr, token: &str) -> anyhow::Result<()> {
         wait_healthy(addr).await?;
         let at = |minutes_ago: i64| rfc3339(self.now - chrono::Duration::minutes(minutes_ago));
         let run = post(
             addr,
+            token,
             "/op_run/start",
             json!({"work_order_id": "WO200", "operation_id": "OP20", "resource_id": "SMT02",
                    "planned_seconds": 10800, "ideal_cycle_time_s": 2.0, "started_at": at(180)}),
@@ -213,10 +226,11 @@ impl LoadedStack {
             ),
         ];
         for (path, body) in steps {
-            post(addr, path, body).await?;
+            post(addr, token, path, body).await?;
         }
         let active = post(
             addr,
+            token,
             "/op_run/start",
             json!({"work_order_id": "WO300", "operation_id": "OP10", "resource_id": "SMT03",
                    "site_id": SECOND_SITE, "planned_seconds": 3600, "ideal_cycle_time_s": 1.0,
@@ -226,12 +240,14 @@ impl LoadedStack {
         let id = active["op_run_id"].clone();
         post(
             addr,
+            token,
             "/op_run/report",
             json!({"op_run_id": id, "good_delta": 50, "scrap_delta": 1, "at": at(20)}),
         )
         .await?;
         post(
             addr,
+            token,
             "/op_run/pause",
             json!({"op_run_id": id, "reason_code": "quality_hold", "at": at(15)}),
         )
@@ -270,10 +286,28 @@ pub async fn stop(child: &mut Child) {
     }
 }
 
+/// Runs `mes-api token create ...` (`command`) and returns the token, the last line it prints.
+pub async fn create_token(mut command: Command) -> anyhow::Result<String> {
+    command.stdout(Stdio::piped());
+    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .context("mes-api token create did not finish within 120 s")??;
+    if !output.status.success() {
+        bail!("mes-api token create exited with {}", output.status);
+    }
+    let stdout = String::from_utf8(output.stdout)?;
+    Ok(stdout
+        .lines()
+        .last()
+        .context("mes-api token create printed no token")?
+        .trim()
+        .to_owned())
+}
+
 pub async fn wait_healthy(addr: SocketAddr) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok((200, _)) = http(addr, "GET", "/health", None).await {
+        if let Ok((200, _)) = http(addr, "GET", "/health", None, None).await {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -283,8 +317,8 @@ pub async fn wait_healthy(addr: SocketAddr) -> anyhow::Result<()> {
     }
 }
 
-pub async fn post(addr: SocketAddr, path: &str, body: Value) -> anyhow::Result<Value> {
-    let (status, text) = http(addr, "POST", path, Some(&body)).await?;
+pub async fn post(addr: SocketAddr, token: &str, path: &str, body: Value) -> anyhow::Result<Value> {
+    let (status, text) = http(addr, "POST", path, Some(token), Some(&body)).await?;
     if !(200..300).contains(&status) {
         bail!("POST {path} {body} -> {status} {text}");
     }
@@ -296,12 +330,16 @@ async fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
+    token: Option<&str>,
     body: Option<&Value>,
 ) -> anyhow::Result<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     let body = body.map(Value::to_string).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await?;

@@ -11,7 +11,9 @@
 //! - `content_type_conformance`, `response_schema_conformance`: each answer has a documented
 //!   media type and matches its schema (the board's event stream event by event, its `data`
 //!   against `BoardSnapshot`);
-//! - `positive_data_acceptance`: a request the document allows is not refused with 400 or 422.
+//! - `positive_data_acceptance`: a request the document allows is not refused with 400 or 422;
+//! - `ignored_auth`: every operation the document says needs a token refuses the request sent
+//!   without one, or with a wrong one (the requests themselves carry an admin token).
 //!
 //! Some refusals follow rules the document states in words because JSON Schema cannot: the
 //! server's clock (a time more than 5 minutes ahead), the database (an unknown site or reason
@@ -34,11 +36,11 @@ use std::time::{Duration, Instant};
 
 use tokio::process::Command;
 
-use crate::loaded_stack::{free_addr, stop, wait_healthy};
+use crate::loaded_stack::{create_token, free_addr, stop, wait_healthy};
 use crate::static_checks::tool;
 
 const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,\
-                      response_schema_conformance,positive_data_acceptance";
+                      response_schema_conformance,positive_data_acceptance,ignored_auth";
 const SEED: &str = "20260612";
 /// Test cases per operation and phase.
 const MAX_EXAMPLES: &str = "20";
@@ -209,8 +211,23 @@ async fn requests_generated_from_the_openapi_document_get_documented_answers() {
     };
     // The demo run: KPI, trace and board answers with data in them.
     run_to_end(api(&["seed-demo"]), "mes-api seed-demo").await;
+    // Admin: every operation is open to it; the requests without a token are `ignored_auth`'s.
+    let token = create_token(api(&[
+        "token",
+        "create",
+        "--role",
+        "admin",
+        "--name",
+        "schemathesis",
+    ]))
+    .await
+    .unwrap();
     let addr = free_addr().unwrap();
     let mut server = api(&["--listen", &addr.to_string()])
+        .env("API_AUTH", "tokens")
+        // Generated writes come faster than the per-token default allows.
+        .env("API_WRITE_RATE_PER_TOKEN", "0")
+        .env("API_METRICS_LISTEN", "off")
         .spawn()
         .expect("start mes-api");
     wait_healthy(addr).await.unwrap();
@@ -227,6 +244,7 @@ async fn requests_generated_from_the_openapi_document_get_documented_answers() {
         .arg(dir.path().join("schemathesis.toml"))
         .args(["run", &format!("http://{addr}/openapi.json")])
         .args(["--checks", CHECKS])
+        .args(["--header", &format!("Authorization: Bearer {token}")])
         .args(["--seed", SEED])
         .args(["--max-examples", MAX_EXAMPLES])
         .args(["--workers", "1"])
