@@ -58,10 +58,11 @@ pub struct Config {
     )]
     pub migrate: MigrateMode,
 
-    /// `tokens`: every route but `/health` needs `Authorization: Bearer <token>` with the route's
-    /// role (`mes-api token create`); `off`: anyone who reaches the port may do anything (the
-    /// default of this release, so existing installations keep working: switch it on).
-    #[arg(long, env = "API_AUTH", value_enum, default_value_t = AuthMode::Off, global = true)]
+    /// `tokens`: every route but the probes (`/health`, `/ready`) and the board's sign-in needs
+    /// `Authorization: Bearer <token>` with the route's role (`mes-api token create`); `off`:
+    /// anyone who reaches the port may do anything (a warning at start says so; for a closed
+    /// test bench only).
+    #[arg(long, env = "API_AUTH", value_enum, default_value_t = AuthMode::Tokens, global = true)]
     pub auth: AuthMode,
 
     /// With `--auth tokens`: most writes per second per token (bursts up to twice that); over

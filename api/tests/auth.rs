@@ -42,7 +42,9 @@ async fn every_route_but_health_needs_a_valid_token_with_the_role() {
     let viewer = create(&t.url, "viewer", "kiosk-1", &[]);
     let operator = create(&t.url, "operator", "hmi-line-1", &[]);
 
+    // The probes answer without a token (readiness says only whether the servers answer).
     assert_eq!(status_only_without_token(&app, "/health").await, 200);
+    assert_ne!(status_only_without_token(&app, "/ready").await, 401);
     // No token: 401 with the scheme, also for routes that do not exist (nothing to enumerate).
     for uri in [
         "/op_run/active",

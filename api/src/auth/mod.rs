@@ -84,11 +84,14 @@ pub struct Identity {
     pub role: Option<Role>,
 }
 
-/// The role a route needs; `None`: public (liveness only).
+/// The role a route needs; `None`: public (the probes, the board's shell and its sign-in).
 pub fn required_role(method: &Method, path: &str) -> Option<Role> {
-    // Liveness; the board's page (a shell without data: its data needs the token) and the
-    // board's sign-in, which checks the token it carries.
+    // Liveness and readiness: what Kubernetes probes, compose health checks and load balancers
+    // call, without credentials (readiness says only whether the database and NATS answer); the
+    // board's page (a shell without data: its data needs the token) and the board's sign-in,
+    // which checks the token it carries.
     if path == "/health"
+        || (path == "/ready" && method == Method::GET)
         || (path == "/board" && method == Method::GET)
         || (path == session::PATH && method == Method::POST)
     {
@@ -120,7 +123,7 @@ mod tests {
     fn the_route_table() {
         let table = [
             (Method::GET, "/health", None),
-            (Method::GET, "/ready", Some(Role::Viewer)),
+            (Method::GET, "/ready", None),
             (Method::GET, "/openapi.json", Some(Role::Viewer)),
             (Method::GET, "/board", None),
             (Method::POST, "/board/session", None),
