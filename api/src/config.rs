@@ -44,7 +44,7 @@ pub struct Config {
         hide_env_values = true,
         global = true
     )]
-    pub database_url: String,
+    pub database_url: service::secrets::SecretUrl,
 
     /// Whether to apply the schema migrations at start: `auto` when the login may change the
     /// schema (its owner, a superuser; a least-privilege login only checks they were applied),
@@ -399,7 +399,7 @@ impl Config {
     pub fn for_urls(nats_url: &str, database_url: &str) -> Self {
         let mut c = Self::parse_from(["mes-api"]);
         c.nats = NatsArgs::for_url(nats_url);
-        c.database_url = database_url.to_owned();
+        c.database_url = service::secrets::SecretUrl::new(database_url);
         c.metrics_listen = MetricsListen(None);
         c
     }

@@ -92,7 +92,7 @@ pub async fn prepare_database(
     shutdown: &CancellationToken,
 ) -> Result<Option<sqlx::PgPool>, ApiRunError> {
     let Some(pool) = retry_until(shutdown, "database connection", || {
-        db::connect(&config.database_url, config.db_max_connections)
+        db::connect(config.database_url.expose(), config.db_max_connections)
     })
     .await
     else {

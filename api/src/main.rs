@@ -19,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
     {
         Some(result) => result.context("mes-api failed"),
         None => {
-            let unsent = mes_api::relay::unsent_events(&database_url).await;
+            let unsent = mes_api::relay::unsent_events(database_url.expose()).await;
             tracing::warn!(
                 grace_secs = grace.as_secs(),
                 unsent_events = ?unsent,

@@ -59,7 +59,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
     let names = config.names();
     let pool_size = u32::try_from(config.concurrency + 2).unwrap_or(u32::MAX);
     let Some(pool) = retry_until(&shutdown, "database connection", || {
-        db::connect(&config.database_url, pool_size)
+        db::connect(config.database_url.expose(), pool_size)
     })
     .await
     else {

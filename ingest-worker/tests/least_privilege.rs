@@ -28,7 +28,8 @@ async fn the_worker_runs_as_a_login_in_edge_mes_worker() {
     publish(&js, &env.names, &frame("box1", &content, 65536, 65536)).await;
 
     let mut config = env.config();
-    config.database_url = testkit::with_login(&env.db_url, &login, "pw");
+    config.database_url =
+        service::secrets::SecretUrl::new(testkit::with_login(&env.db_url, &login, "pw"));
     tokio::time::timeout(
         std::time::Duration::from_secs(120),
         ingest_worker::run(config, tokio_util::sync::CancellationToken::new()),

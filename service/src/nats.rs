@@ -61,7 +61,8 @@ pub enum NatsConfigError {
 }
 
 /// The NATS connection flags. Flatten into a binary's configuration with `#[command(flatten)]`.
-#[derive(Debug, Clone, Args)]
+/// Its `Debug` hides the URL's user info, the password and the token.
+#[derive(Clone, Args)]
 pub struct NatsArgs {
     /// NATS server URL(s), comma separated. `nats://user:password@host:4222` and
     /// `nats://token@host:4222` are understood.
@@ -69,6 +70,7 @@ pub struct NatsArgs {
         long = "nats-url",
         env = "NATS_URL",
         default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true,
         global = true
     )]
     pub url: String,
@@ -142,6 +144,23 @@ pub struct NatsArgs {
 }
 
 /// How the client authenticates, as decided from the flags and the URL.
+impl std::fmt::Debug for NatsArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |v: &Option<String>| v.as_ref().map(|_| "***");
+        f.debug_struct("NatsArgs")
+            .field("url", &self.url_redacted())
+            .field("creds", &self.creds)
+            .field("nkey_file", &self.nkey_file)
+            .field("nats_user", &self.nats_user)
+            .field("nats_password", &hidden(&self.nats_password))
+            .field("nats_token", &hidden(&self.nats_token))
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Auth {
     None,
@@ -338,15 +357,7 @@ async fn check_pem(what: &'static str, path: &Path) -> Result<(), NatsConfigErro
     Ok(())
 }
 
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        (None, Some(at)) => format!("***@{}", &url[at + 1..]),
-        _ => url.to_owned(),
-    }
-}
+use crate::secrets::redact;
 
 /// URL user info is percent-encoded (`p%40ss` for `p@ss`); invalid escapes are kept as written.
 fn percent_decode(s: &str) -> String {

@@ -70,6 +70,53 @@ pub fn resolve(
     Ok(out)
 }
 
+/// A URL that may carry a password (`DATABASE_URL`): its `Debug` and `Display` hide the user
+/// info, so a logged configuration or error never shows it; [`SecretUrl::expose`] hands the URL
+/// to the driver.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The URL with its password, for the driver only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for SecretUrl {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self::new(s))
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SecretUrl").field(&redact(&self.0)).finish()
+    }
+}
+
+impl std::fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact(&self.0))
+    }
+}
+
+/// `scheme://user:password@host/...` without the user info (`scheme://***@host/...`).
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        (None, Some(at)) => format!("***@{}", &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
 /// Sets each of [`SECRET_VARS`] from its `_FILE`, before the configuration is parsed. Call it
 /// first thing in `main`, before other threads read the environment.
 pub fn load() -> Result<(), SecretFileError> {
@@ -89,6 +136,23 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+
+    #[test]
+    fn secret_urls_show_no_user_info() {
+        let url: SecretUrl = "postgres://mes_api:s3cret@db:5432/edge_mes"
+            .parse()
+            .unwrap();
+        assert_eq!(url.expose(), "postgres://mes_api:s3cret@db:5432/edge_mes");
+        for shown in [format!("{url}"), format!("{url:?}")] {
+            assert!(
+                !shown.contains("s3cret") && !shown.contains("mes_api"),
+                "{shown}"
+            );
+            assert!(shown.contains("***@db:5432/edge_mes"), "{shown}");
+        }
+        let plain = SecretUrl::new("postgres://db/edge_mes");
+        assert_eq!(plain.to_string(), "postgres://db/edge_mes");
+    }
 
     fn run(env: &[(&str, &str)], files: &[(&str, &str)]) -> Result<Vec<(String, String)>, String> {
         let env: HashMap<String, String> = env
