@@ -3,6 +3,7 @@
 //! translate.
 
 pub mod run;
+pub mod spc;
 pub mod values;
 
 pub use run::{
