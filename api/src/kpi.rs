@@ -1,6 +1,7 @@
 //! `GET /kpi/oee`: OEE per resource and shift for a window, the window's roll-up, and MTBF/MTTR
-//! per resource — all from the same SQL as the MES views (`edge_mes_shift_elements`,
-//! `edge_mes_oee`), so the API and the views never disagree.
+//! per resource — all from the same SQL as the MES views (`edge_mes_shift_elements_q`,
+//! `edge_mes_oee_q`, with the one quality rule of migration 0018), so the API, the views, the
+//! board and the dashboards never disagree.
 
 use axum::extract::State;
 use axum::Json;
@@ -30,7 +31,8 @@ pub struct Kpis {
     pub availability: Option<f64>,
     /// E = PRU·PQ / APT (effectiveness).
     pub performance: Option<f64>,
-    /// QR = GQ / PQ.
+    /// QR = GQ / PQ from counts; without counts, the mean of the resource's `yield` readings
+    /// (0..1) in the shifts, else 1 − the mean of its `defect_rate` readings (`quality_source`).
     pub quality: Option<f64>,
     /// OEE = PRU·GQ / PBT.
     pub oee: Option<f64>,
@@ -40,6 +42,9 @@ pub struct Kpis {
     pub performance_null_reason: Option<String>,
     pub quality_null_reason: Option<String>,
     pub oee_null_reason: Option<String>,
+    /// Where `quality` comes from: `counts`, `yield_readings`, `defect_rate_readings`,
+    /// `readings` (a roll-up mixing the two); `null` with `quality`.
+    pub quality_source: Option<String>,
 }
 
 /// OEE of one resource in one shift instance.
@@ -83,7 +88,8 @@ pub struct OeeReport {
 }
 
 const KPI_COLUMNS: &str = "k.availability, k.performance, k.quality, k.oee, k.performance_over_100, \
-    k.availability_null_reason, k.performance_null_reason, k.quality_null_reason, k.oee_null_reason";
+    k.availability_null_reason, k.performance_null_reason, k.quality_null_reason, k.oee_null_reason, \
+    k.quality_source";
 
 /// OEE per resource and shift.
 #[utoipa::path(get, path = "/kpi/oee", tag = "kpi",
@@ -125,7 +131,7 @@ pub async fn oee(
     // One snapshot for the three reads; the elements are computed once into a temp table.
     sqlx::query(
         "CREATE TEMP TABLE kpi_elements ON COMMIT DROP AS
-         SELECT * FROM edge_mes_shift_elements($1, $2, $3, $4)",
+         SELECT * FROM edge_mes_shift_elements_q($1, $2, $3, $4)",
     )
     .bind(from)
     .bind(to)
@@ -137,8 +143,9 @@ pub async fn oee(
         "SELECT e.site_id, e.resource_id, e.line_id, e.shift_name, e.shift_date, e.starts_at,
                 e.ends_at, e.pbt_seconds, e.apt_seconds, e.pq, e.gq, {KPI_COLUMNS}
          FROM kpi_elements e
-         CROSS JOIN LATERAL edge_mes_oee(e.pbt_seconds, e.apt_seconds, e.pq, e.gq,
-              e.pru_pq_seconds, e.pru_gq_seconds, e.ideal_cycle_time_missing) k
+         CROSS JOIN LATERAL edge_mes_oee_q(e.pbt_seconds, e.apt_seconds, e.pq, e.gq,
+              e.pru_pq_seconds, e.pru_gq_seconds, e.ideal_cycle_time_missing,
+              e.q_readings_sum, e.q_readings_n, e.q_readings_source) k
          ORDER BY e.starts_at, e.resource_id"
     ))
     .fetch_all(&mut *tx)
@@ -150,10 +157,13 @@ pub async fn oee(
                       coalesce(sum(pq), 0)::int8 AS pq, coalesce(sum(gq), 0)::int8 AS gq,
                       coalesce(sum(pru_pq_seconds), 0)::float8 AS pru_pq,
                       coalesce(sum(pru_gq_seconds), 0)::float8 AS pru_gq,
-                      coalesce(bool_or(ideal_cycle_time_missing), false) AS ict_missing
+                      coalesce(bool_or(ideal_cycle_time_missing), false) AS ict_missing,
+                      sum(q_readings_sum) AS q_sum,
+                      coalesce(sum(q_readings_n), 0)::int8 AS q_n,
+                      edge_mes_q_source(array_agg(q_readings_source)) AS q_source
                FROM kpi_elements) s
-         CROSS JOIN LATERAL edge_mes_oee(s.pbt_seconds, s.apt_seconds, s.pq, s.gq, s.pru_pq,
-              s.pru_gq, s.ict_missing) k"
+         CROSS JOIN LATERAL edge_mes_oee_q(s.pbt_seconds, s.apt_seconds, s.pq, s.gq, s.pru_pq,
+              s.pru_gq, s.ict_missing, s.q_sum, s.q_n, s.q_source) k"
     ))
     .fetch_one(&mut *tx)
     .await?;

@@ -394,6 +394,131 @@ async fn run_without_counts_gives_null_with_reasons_and_quality_from_readings() 
     .unwrap();
     close(q, 0.97, "quality from yield");
     assert_eq!(source.as_deref(), Some("yield_readings"));
+    // The same quality in the OEE view and GET /kpi/oee (one rule, migration 0018); OEE still
+    // needs counts.
+    let r = oee_row(&t.pool, "R4", "Day", "2025-01-06").await;
+    close(r.quality, 0.97, "v_oee_shift_real quality");
+    assert_eq!(r.quality_null_reason, None);
+    assert_eq!((r.performance, r.oee), (None, None));
+    assert_eq!(r.oee_null_reason.as_deref(), Some("no_counts"));
+    let a = get(
+        &app,
+        "/kpi/oee?resource_id=R4&from=2025-01-06T01:00:00Z&to=2025-01-06T09:00:00Z",
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    close(
+        a.body["shifts"][0]["quality"].as_f64(),
+        0.97,
+        "/kpi/oee shift",
+    );
+    assert_eq!(a.body["shifts"][0]["quality_source"], "yield_readings");
+    close(a.body["total"]["quality"].as_f64(), 0.97, "/kpi/oee total");
+}
+
+#[tokio::test]
+async fn quality_has_one_rule_counts_then_yield_then_defect_rate_readings() {
+    let t = db().await;
+    let app = app(&t.pool);
+    // Four resources in the Day shift of 2025-01-07 (Bangkok 08:00-16:00 = 01:00Z-09:00Z):
+    // counts only, counts and readings (counts win), yield and defect_rate readings (yield
+    // wins; a percentage-looking 97.0 is not a ratio and is left out), defect_rate only.
+    for (resource, good, scrap) in [("QC", 90, 10), ("QB", 45, 5), ("QY", 0, 0), ("QD", 0, 0)] {
+        let run = Run::start(&app, resource, "BKK", "2025-01-07T02:00:00Z", Some(1.0)).await;
+        if good + scrap > 0 {
+            run.report("2025-01-07T03:00:00Z", good, scrap).await;
+        }
+        run.complete("2025-01-07T04:00:00Z").await;
+    }
+    sqlx::query(
+        "INSERT INTO readings (ts, site, resource_id, sensor, value) VALUES
+         ('2025-01-07T02:10:00Z', 'BKK', 'QB', 'yield', 0.50),
+         ('2025-01-07T02:10:00Z', 'BKK', 'QY', 'yield', 0.90),
+         ('2025-01-07T02:20:00Z', 'BKK', 'QY', 'yield', 0.80),
+         ('2025-01-07T02:30:00Z', 'BKK', 'QY', 'yield', 97.0),
+         ('2025-01-07T02:30:00Z', 'BKK', 'QY', 'defect_rate', 0.50),
+         ('2025-01-07T02:10:00Z', 'BKK', 'QD', 'defect_rate', 0.02),
+         ('2025-01-07T02:20:00Z', 'BKK', 'QD', 'defect_rate', 0.04),
+         ('2025-01-07T10:00:00Z', 'BKK', 'QD', 'defect_rate', 0.90)",
+    )
+    .execute(&t.pool)
+    .await
+    .unwrap();
+    let expected = [
+        ("QB", 0.9, "counts"),
+        ("QC", 0.9, "counts"),
+        ("QD", 0.97, "defect_rate_readings"),
+        ("QY", 0.85, "yield_readings"),
+    ];
+    let a = get(
+        &app,
+        "/kpi/oee?from=2025-01-07T01:00:00Z&to=2025-01-07T09:00:00Z",
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    for (resource, q, source) in expected {
+        let view: (Option<f64>, Option<String>, Option<f64>, Option<String>) = sqlx::query_as(
+            "SELECT o.quality, o.quality_source, q.quality, q.quality_source
+             FROM v_oee_shift_real o
+             JOIN v_quality_per_shift q USING (resource_id, starts_at)
+             WHERE resource_id = $1 AND o.shift_date = '2025-01-07'",
+        )
+        .bind(resource)
+        .fetch_one(&t.pool)
+        .await
+        .unwrap();
+        close(view.0, q, &format!("{resource} v_oee_shift_real"));
+        close(view.2, q, &format!("{resource} v_quality_per_shift"));
+        assert_eq!(view.1.as_deref(), Some(source), "{resource}");
+        assert_eq!(view.3.as_deref(), Some(source), "{resource}");
+        let shift = a.body["shifts"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["resource_id"] == resource))
+            .unwrap_or_else(|| panic!("{resource} in {}", a.body));
+        close(
+            shift["quality"].as_f64(),
+            q,
+            &format!("{resource} /kpi/oee"),
+        );
+        assert_eq!(shift["quality_source"], source, "{resource}");
+    }
+    // The roll-up: counts of QB and QC win over the readings of the others (135 / 150 = 0.9).
+    close(
+        a.body["total"]["quality"].as_f64(),
+        135.0 / 150.0,
+        "roll-up with counts",
+    );
+    assert_eq!(a.body["total"]["quality_source"], "counts");
+    // Without counts in the roll-up: the mean over all readings, not the mean of the shifts'
+    // means (QY 0.9, 0.8 and QD 0.98, 0.96: 3.64 / 4 = 0.91), source `readings` as they mix.
+    let (q, source): (Option<f64>, Option<String>) = sqlx::query_as(
+        "SELECT quality, quality_source FROM v_oee_site_day s
+         WHERE site_id = 'BKK' AND shift_date = '2025-01-07'",
+    )
+    .fetch_one(&t.pool)
+    .await
+    .unwrap();
+    close(q, 135.0 / 150.0, "site day with counts");
+    assert_eq!(source.as_deref(), Some("counts"));
+    let a = get(
+        &app,
+        "/kpi/oee?resource_id=QY&from=2025-01-07T01:00:00Z&to=2025-01-07T09:00:00Z",
+    )
+    .await;
+    close(a.body["total"]["quality"].as_f64(), 0.85, "QY alone");
+    let (q, source): (Option<f64>, Option<String>) = sqlx::query_as(
+        "SELECT (edge_mes_oee_q(0, 0, 0, 0, 0, 0, false, sum(q_readings_sum),
+                                sum(q_readings_n)::int8,
+                                edge_mes_q_source(array_agg(q_readings_source)))).quality,
+                edge_mes_q_source(array_agg(q_readings_source))
+         FROM edge_mes_shift_elements_q('2025-01-07T01:00:00Z', '2025-01-07T09:00:00Z')
+         WHERE resource_id IN ('QY', 'QD')",
+    )
+    .fetch_one(&t.pool)
+    .await
+    .unwrap();
+    close(q, 3.64 / 4.0, "readings roll-up");
+    assert_eq!(source.as_deref(), Some("readings"));
 }
 
 #[tokio::test]

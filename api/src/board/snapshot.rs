@@ -1,9 +1,10 @@
 //! What the board shows, read in one database snapshot: sites with their current shift, resources
 //! with their active run, current-shift OEE per resource and the last reading per sensor.
 //!
-//! OEE comes from the same SQL as `GET /kpi/oee` and the MES views (`edge_mes_shift_elements`
-//! for the elements, `edge_mes_oee` for the ratios, both from migration 0005), over the current
-//! shift instance of each site, so the board never disagrees with the KPI endpoint.
+//! OEE comes from the same SQL as `GET /kpi/oee` and the MES views (`edge_mes_shift_elements_q`
+//! for the elements, `edge_mes_oee_q` for the ratios with the one quality rule, migration 0018),
+//! over the current shift instance of each site, so the board never disagrees with the KPI
+//! endpoint.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -312,9 +313,10 @@ pub async fn load(
          SELECT e.site_id, e.resource_id, e.shift_name, e.starts_at, e.ends_at, e.pbt_seconds,
                 e.apt_seconds, e.pq, e.gq, k.*
          FROM cur
-         CROSS JOIN LATERAL edge_mes_shift_elements(cur.starts_at, cur.ends_at, cur.site_id, NULL) e
-         CROSS JOIN LATERAL edge_mes_oee(e.pbt_seconds, e.apt_seconds, e.pq, e.gq,
-              e.pru_pq_seconds, e.pru_gq_seconds, e.ideal_cycle_time_missing) k
+         CROSS JOIN LATERAL edge_mes_shift_elements_q(cur.starts_at, cur.ends_at, cur.site_id, NULL) e
+         CROSS JOIN LATERAL edge_mes_oee_q(e.pbt_seconds, e.apt_seconds, e.pq, e.gq,
+              e.pru_pq_seconds, e.pru_gq_seconds, e.ideal_cycle_time_missing,
+              e.q_readings_sum, e.q_readings_n, e.q_readings_source) k
          WHERE cur.starts_at IS NOT NULL
            AND e.starts_at = cur.starts_at AND e.shift_name = cur.shift_name"
     ))
