@@ -12,7 +12,7 @@
 //!   [`run_schema`]: their bodies.
 //! - [`relay`]: the outbox relay to JetStream.
 //! - [`kpi`]: `GET /kpi/oee` (OEE per shift, roll-up, MTBF/MTTR) from the SQL of the MES views.
-//! - [`trace`]: `GET /trace/work_order/{id}`.
+//! - [`trace`]: `GET /trace/*` — by work order, run, resource and window, reading; run exports.
 //! - [`spc`]: `GET /spc` (control limits, Western Electric rules, Cp/Cpk).
 //! - [`board`]: the live shop-floor page `GET /board`, its snapshot and server-sent events.
 //! - [`auth`]: API tokens and the identity provider's JWTs, roles, the board's cookie.

@@ -19,3 +19,4 @@ mod ops;
 mod relay;
 mod support;
 mod sweep;
+mod trace_runs;

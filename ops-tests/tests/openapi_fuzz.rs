@@ -18,7 +18,7 @@
 //! Some refusals follow rules the document states in words because JSON Schema cannot: the
 //! server's clock (a time more than 5 minutes ahead), the database (an unknown site or reason
 //! code, a time before the run's start), other fields (`from` before `to`, `from` or
-//! `window_seconds`). The hooks below drop a `positive_data_acceptance` failure only when the
+//! `window_seconds`), earlier answers (a page cursor is one the API answered for that query). The hooks below drop a `positive_data_acceptance` failure only when the
 //! answer is the problem document of one of those rules, by status, type, field and wording; any
 //! other refusal of a schema-valid request fails the test. They also shape a few drawn values
 //! the server must see as new (an `Idempotency-Key`, a started run's id and resource; each draw
@@ -79,7 +79,7 @@ COUNT_FIELDS = ("good_delta", "scrap_delta", "good_units", "scrap_units")
 # Refusals for a rule the document states in words: (name, status, problem type, fields, detail).
 RULES_BEYOND_THE_SCHEMA = [
     ("time before 2000, before the run's start, pause or latest report", 422,
-     "invalid-field", ("started_at", "at", "ended_at"), r" is before "),
+     "invalid-field", ("started_at", "at", "ended_at", "from", "ts"), r" is before "),
     ("time more than 5 minutes ahead of the server", 422,
      "invalid-field", ("started_at", "at", "ended_at"), r" is in the future \(server time "),
     ("unknown reason code", 422, "invalid-field", ("reason_code",), r"unknown reason code"),
@@ -88,6 +88,8 @@ RULES_BEYOND_THE_SCHEMA = [
      "invalid-field", ("from",), r"is not before to|window longer than"),
     ("from together with window_seconds", 400,
      "malformed-request", ("window_seconds",), r"give either from or window_seconds, not both"),
+    ("page cursor not one the API answered for this query", 400,
+     "malformed-request", ("cursor",), r"^cursor: (not a cursor|belongs to another query)"),
 ]
 
 _draws = itertools.count(1)

@@ -5,6 +5,7 @@
 pub mod reports;
 pub mod runs;
 pub mod tokens;
+pub mod trace;
 
 use uuid::Uuid;
 
