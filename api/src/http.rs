@@ -76,6 +76,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(trace::by_resource::resource_trace))
         .routes(routes!(trace::by_reading::reading_trace))
         .routes(routes!(spc::spc))
+        .routes(routes!(spc::limits::set_limits, spc::limits::list_limits))
         .routes(routes!(board::board_page))
         .routes(routes!(board::board_state))
         .routes(routes!(board::board_events))

@@ -13,7 +13,8 @@
 //! - [`relay`]: the outbox relay to JetStream.
 //! - [`kpi`]: `GET /kpi/oee` (OEE per shift, roll-up, MTBF/MTTR) from the SQL of the MES views.
 //! - [`trace`]: `GET /trace/*` — by work order, run, resource and window, reading; run exports.
-//! - [`spc`]: `GET /spc` (control limits, Western Electric rules, Cp/Cpk).
+//! - [`spc`]: `GET /spc` (I-MR, X̄-R and X̄-S charts, Nelson and Western Electric rules,
+//!   Cp/Cpk beside Pp/Ppk); the stored limits `POST`/`GET /spc/limits`.
 //! - [`board`]: the live shop-floor page `GET /board`, its snapshot and server-sent events.
 //! - [`auth`]: API tokens and the identity provider's JWTs, roles, the board's cookie.
 //! - [`health`]: `/health`, `/ready`, `/metrics`, `/openapi.json`.

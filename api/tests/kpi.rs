@@ -254,7 +254,10 @@ async fn spc_reports_limits_rule_breaks_and_capability() {
     assert_eq!(a.body["points"], 21);
     let n = values.len() as f64;
     let mean = values.iter().sum::<f64>() / n;
-    let sigma = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+    // An individuals chart: σ from the average moving range, MR̄/d2 with d2 = 1.128 (issue 14.3),
+    // not the sample σ; Cp/Cpk from that σ within.
+    let mr_bar = values.windows(2).map(|w| (w[1] - w[0]).abs()).sum::<f64>() / (n - 1.0);
+    let sigma = mr_bar / 1.128;
     close(&a.body["limits"]["mean"], mean, "mean");
     close(&a.body["limits"]["sigma"], sigma, "sigma");
     close(&a.body["limits"]["ucl"], mean + 3.0 * sigma, "ucl");

@@ -17,6 +17,8 @@ mod lifecycle;
 mod oee;
 mod ops;
 mod relay;
+mod spc;
+mod spc_limits;
 mod support;
 mod sweep;
 mod trace_runs;

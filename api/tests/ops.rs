@@ -31,6 +31,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/trace/resource/{resource_id}"),
     ("get", "/trace/reading"),
     ("get", "/spc"),
+    ("post", "/spc/limits"),
+    ("get", "/spc/limits"),
     ("get", "/board"),
     ("get", "/board/state"),
     ("get", "/board/events"),

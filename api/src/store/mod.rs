@@ -4,6 +4,7 @@
 
 pub mod reports;
 pub mod runs;
+pub mod spc;
 pub mod tokens;
 pub mod trace;
 
