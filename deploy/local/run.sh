@@ -2,12 +2,15 @@
 # Runs the whole live system in the foreground, without Docker, until Ctrl-C:
 #   local PostgreSQL and nats-server (reused, or started: deploy/local/services.sh)
 #   ingest-worker   creates the database, applies migrations, creates the streams, loads readings
-#   mes-api         REST, the board, OpenAPI, metrics on http://127.0.0.1:8000
+#   mes-api         REST, the board, OpenAPI on http://127.0.0.1:8000 (bearer tokens required:
+#                   it prints a viewer token for the board and an admin token for curl; the
+#                   simulator gets an operator token), metrics on http://127.0.0.1:9103/metrics
 #   edge-shipper    ships the seed's sample (hotdata/*.jsonl) once, then tails the simulated line
 #   edge-mes-sim    a simulated line: live readings of SMT01, SMT02, AOI01 and production runs
 #                   driven through mes-api (counts every few seconds, breakdowns, shift changes)
 # Ctrl-C (or SIGTERM) stops everything it started, each within its shutdown bound. A second start
-# reuses the database, the shippers' checkpoints and the active runs: nothing is loaded twice.
+# reuses the database, the shippers' checkpoints, the active runs and the demo tokens (kept in
+# $EDGE_MES_STATE/tokens, readable only by you): nothing is loaded twice.
 # Environment: NATS_URL, DATABASE_URL (default: the local services, database edge_mes),
 # API_LISTEN (default 127.0.0.1:8000), EDGE_MES_STATE (default ./.state).
 set -euo pipefail
@@ -16,6 +19,7 @@ cd "$(dirname "$0")/../.."
 export NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/edge_mes}"
 export API_LISTEN="${API_LISTEN:-127.0.0.1:8000}"
+export API_AUTH=tokens
 state="${EDGE_MES_STATE:-./.state}"
 logs="$state/logs"
 mkdir -p "$logs"
@@ -53,6 +57,28 @@ wait_http() { # url, what
   exit 1
 }
 
+demo_token() { # role: a token with that role, reused from $state/tokens/<role> while it is valid
+  local role=$1 file="$state/tokens/$1" name token
+  if [[ -s $file ]]; then
+    read -r name token <"$file"
+    # Still listed and not revoked (a new database knows none of the old tokens).
+    if target/release/mes-api token list 2>>"$logs/tokens.log" |
+      awk -F'\t' -v n="$name" '$1 == n && $5 == "-" { found = 1 } END { exit !found }'; then
+      echo "$token"
+      return
+    fi
+  fi
+  name="demo-$role-$(date +%Y%m%d-%H%M%S)"
+  token=$(target/release/mes-api token create --role "$role" --name "$name" 2>>"$logs/tokens.log" |
+    tail -n 1)
+  (umask 077 && mkdir -p "$state/tokens" && printf '%s %s\n' "$name" "$token" >"$file")
+  echo "$token"
+}
+# Before the services start: `token create` also creates the database and applies migrations.
+viewer_token=$(demo_token viewer)
+operator_token=$(demo_token operator)
+admin_token=$(demo_token admin)
+
 start ingest-worker target/release/ingest-worker
 start mes-api target/release/mes-api
 wait_http "$API_LISTEN" "mes-api"
@@ -60,17 +86,21 @@ wait_http "$API_LISTEN" "mes-api"
 # this script, so it is never loaded twice), then the live line.
 target/release/edge-shipper --watch './hotdata/*.jsonl' --state-dir "$state/edge-shipper" \
   --site BKK --box-id edge-01 --until-caught-up >>"$logs/edge-shipper-sample.log" 2>&1
-start edge-mes-sim target/release/edge-mes-sim --hot-dir "$state/sim/hotdata" \
-  --api-addr "$API_LISTEN"
+SIM_API_TOKEN="$operator_token" start edge-mes-sim target/release/edge-mes-sim \
+  --hot-dir "$state/sim/hotdata" --api-addr "$API_LISTEN"
 start edge-shipper target/release/edge-shipper --watch "$state/sim/hotdata/*.jsonl" \
   --state-dir "$state/edge-shipper-line" --site BKK --box-id line-1
 
 cat <<TXT
 
 edge-mes is running (Ctrl-C stops it):
-  board     http://$API_LISTEN/board
-  API       http://$API_LISTEN/openapi.json   e.g. curl http://$API_LISTEN/op_run/active
-  metrics   http://$API_LISTEN/metrics
+  board     http://$API_LISTEN/board   sign in with the viewer token:
+              $viewer_token
+  API       http://$API_LISTEN/openapi.json   with the admin token, e.g.
+              curl -H "Authorization: Bearer $admin_token" http://$API_LISTEN/op_run/active
+  tokens    kept in $state/tokens/ (viewer, operator for the simulator, admin);
+            more: target/release/mes-api token create --role viewer --name <who>
+  metrics   http://127.0.0.1:9103/metrics (mes-api; loopback only)
   database  psql "$DATABASE_URL"
             e.g. SELECT resource_id, shift_name, availability, performance, quality, oee
                  FROM v_oee_shift_real ORDER BY starts_at DESC, resource_id LIMIT 6;
