@@ -1,9 +1,9 @@
 //! SPC of a run's readings: the adapter between the trace answers and the control chart of
 //! [`crate::domain::spc`]. This file is the only place the trace calls the chart — today
 //! [`spc::plot`] with [`ChartSpec::IMr`], [`Plot::limits`] (phase I: x̄ ± 3·MR̄/d2 from the points
-//! judged) and [`Plot::judge`] (Nelson 1–8, Western Electric 1–4, moving ranges beyond D4·MR̄) —
-//! and it answers in its own types, so a change of the chart (stored phase II limits, another
-//! chart) changes this file, not the trace's handlers.
+//! judged) and [`Plot::judge`] (Nelson 1–8, Western Electric 1–4, moving ranges beyond D4·MR̄,
+//! read from [`spc::Judged`]'s fields) — and it answers in its own types, so a change of the
+//! chart (stored phase II limits, another chart) changes this file, not the trace's handlers.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -65,7 +65,10 @@ pub fn judge(points: &[(DateTime<Utc>, f64)], max_breaks: usize) -> Judgement {
     };
     let mut breaks = Vec::new();
     let mut breaks_total = 0;
-    for judged in plot.judge(&limits).into_iter().filter(|j| j.any()) {
+    let broken = |j: &spc::Judged| {
+        !j.western_electric.is_empty() || !j.nelson.is_empty() || j.dispersion_out
+    };
+    for judged in plot.judge(&limits).into_iter().filter(broken) {
         breaks_total += 1;
         if breaks.len() < max_breaks {
             // I-MR: one plotted point per reading.
