@@ -156,13 +156,22 @@ async fn demo_seed_gives_oee_data_at_once() {
 }
 
 /// A minimal HTTP/1.1 client for the binary test: (status, body).
-async fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Option<(u16, String)> {
+async fn http(
+    port: u16,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Option<(u16, String)> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .ok()?;
     let body = body.map(Value::to_string).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.ok()?;
@@ -192,6 +201,7 @@ async fn binary_creates_its_database_serves_publishes_and_stops_on_sigterm() {
         .env("EDGE_NAMESPACE", &name)
         .env("API_LISTEN", format!("127.0.0.1:{port}"))
         .env("API_RELAY_POLL_MS", "50")
+        .env("API_METRICS_LISTEN", "off")
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
         .spawn()
@@ -199,10 +209,35 @@ async fn binary_creates_its_database_serves_publishes_and_stops_on_sigterm() {
     wait_until(
         "mes-api to answer /ready with 200",
         Duration::from_secs(60),
-        || async { matches!(http(port, "GET", "/ready", None).await, Some((200, _))) },
+        || async {
+            matches!(
+                http(port, None, "GET", "/ready", None).await,
+                Some((200, _))
+            )
+        },
     )
     .await;
-    let (status, body) = http(port, "POST", "/op_run/start", Some(&json!({"work_order_id":"WO123","operation_id":"OP10","resource_id":"SMT01","planned_seconds":14400,"ideal_cycle_time_s":1.5}))).await.unwrap();
+    // Tokens are required by default: without one the write is refused; an operator token made
+    // with the binary (in the database it created) is let through.
+    let start = json!({"work_order_id":"WO123","operation_id":"OP10","resource_id":"SMT01","planned_seconds":14400,"ideal_cycle_time_s":1.5});
+    let (status, _) = http(port, None, "POST", "/op_run/start", Some(&start))
+        .await
+        .unwrap();
+    assert_eq!(status, 401);
+    let created = std::process::Command::new(env!("CARGO_BIN_EXE_mes-api"))
+        .args([
+            "token", "create", "--role", "operator", "--name", "ops-test",
+        ])
+        .env("DATABASE_URL", &db_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let stdout = String::from_utf8(created.stdout).unwrap();
+    let token = stdout.lines().last().unwrap().trim();
+    let (status, body) = http(port, Some(token), "POST", "/op_run/start", Some(&start))
+        .await
+        .unwrap();
     assert_eq!(status, 201, "{body}");
 
     // The started event reaches the stream.
