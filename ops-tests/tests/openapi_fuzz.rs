@@ -22,7 +22,7 @@
 //! answer is the problem document of one of those rules, by status, type, field and wording; any
 //! other refusal of a schema-valid request fails the test. They also shape a few drawn values
 //! the server must see as new (an `Idempotency-Key`, a started run's id and resource; each draw
-//! is as good as another, but draws repeat) and spell counts as integers (`10`, not `10.0`: the
+//! is as good as another, but draws repeat) and spell counts and subgroup sizes as integers (`10`, not `10.0`: the
 //! API refuses the float spelling, JSON Schema's `integer` admits it, and Schemathesis sends it
 //! on purpose).
 //!
@@ -74,7 +74,7 @@ import uuid
 
 import schemathesis
 
-COUNT_FIELDS = ("good_delta", "scrap_delta", "good_units", "scrap_units")
+COUNT_FIELDS = ("good_delta", "scrap_delta", "good_units", "scrap_units", "subgroup_size")
 
 # Refusals for a rule the document states in words: (name, status, problem type, fields, detail).
 RULES_BEYOND_THE_SCHEMA = [
@@ -90,6 +90,14 @@ RULES_BEYOND_THE_SCHEMA = [
      "malformed-request", ("window_seconds",), r"give either from or window_seconds, not both"),
     ("page cursor not one the API answered for this query", 400,
      "malformed-request", ("cursor",), r"^cursor: (not a cursor|belongs to another query)"),
+    ("spc subgroup_size only with a subgroup chart", 400,
+     "malformed-request", ("subgroup_size",), r"only with chart=xbar_r or chart=xbar_s"),
+    ("spc chart and subgroup_size", 422,
+     "invalid-field", ("subgroup_size",), r"leave subgroup_size out|needs a subgroup_size"),
+    ("spc baseline window and its readings", 422, "invalid-field",
+     ("baseline_from", "baseline_to"),
+     r"is not before baseline_to|window longer than|the baseline holds|do not vary"
+     r"|too large for control limits|is in the future \(server time "),
 ]
 
 _draws = itertools.count(1)
