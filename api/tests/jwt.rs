@@ -735,36 +735,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// One HTTP/1.1 request to 127.0.0.1:`port`: (status, body); `None` when nothing answers.
-async fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
-) -> Option<(u16, String)> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(request.as_bytes()).await.ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.ok()?;
-    let status = out.split(' ').nth(1)?.parse().ok()?;
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((status, body))
-}
-
 #[tokio::test]
 async fn the_binary_accepts_jwts_and_serves_metrics_without_a_token_on_its_own_port() {
     let t = db().await;
@@ -795,7 +765,7 @@ async fn the_binary_accepts_jwts_and_serves_metrics_without_a_token_on_its_own_p
         Duration::from_secs(60),
         || async {
             matches!(
-                http(port, "GET", "/health", None, None).await,
+                http_request(port, "GET", "/health", None, None).await,
                 Some((200, _))
             )
         },
@@ -803,32 +773,35 @@ async fn the_binary_accepts_jwts_and_serves_metrics_without_a_token_on_its_own_p
     .await;
 
     // Metrics: on their own port without a token; on the main port only with one.
-    let (status, text) = http(metrics_port, "GET", "/metrics", None, None)
+    let (status, text) = http_request(metrics_port, "GET", "/metrics", None, None)
         .await
         .expect("metrics listener");
     assert_eq!(status, 200, "{text}");
     assert!(text.contains("mes_api_jwks_keys 2"), "{text}");
     assert_eq!(
-        http(metrics_port, "GET", "/op_run/active", None, None)
+        http_request(metrics_port, "GET", "/op_run/active", None, None)
             .await
             .unwrap()
             .0,
         404
     );
     assert_eq!(
-        http(port, "GET", "/metrics", None, None).await.unwrap().0,
+        http_request(port, "GET", "/metrics", None, None)
+            .await
+            .unwrap()
+            .0,
         401
     );
     let mut c = claims("line-2-connector", json!(null));
     c["realm_access"] = json!({"roles": ["operator"]});
     let operator = ec.sign(&c);
-    let (status, text) = http(port, "GET", "/metrics", Some(&operator), None)
+    let (status, text) = http_request(port, "GET", "/metrics", Some(&operator), None)
         .await
         .unwrap();
     assert_eq!(status, 200);
     assert!(text.contains("mes_api_http_requests_total"), "{text}");
 
-    let (status, body) = http(
+    let (status, body) = http_request(
         port,
         "POST",
         "/op_run/start",
@@ -849,7 +822,7 @@ async fn the_binary_accepts_jwts_and_serves_metrics_without_a_token_on_its_own_p
         rsa.sign(&c)
     };
     assert_eq!(
-        http(port, "GET", "/op_run/active", Some(&expired), None)
+        http_request(port, "GET", "/op_run/active", Some(&expired), None)
             .await
             .unwrap()
             .0,
@@ -869,7 +842,7 @@ async fn the_binary_accepts_jwts_and_serves_metrics_without_a_token_on_its_own_p
         .unwrap();
     assert!(status.success(), "exit status {status}");
     assert!(
-        http(metrics_port, "GET", "/metrics", None, None)
+        http_request(metrics_port, "GET", "/metrics", None, None)
             .await
             .is_none(),
         "the metrics port closed"

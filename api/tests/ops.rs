@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use axum::http::Method;
 use mes_api::{AppState, Settings};
-use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use serde_json::json;
 
 use crate::support::*;
 
@@ -156,34 +155,6 @@ async fn demo_seed_gives_oee_data_at_once() {
 }
 
 /// A minimal HTTP/1.1 client for the binary test: (status, body).
-async fn http(
-    port: u16,
-    token: Option<&str>,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-) -> Option<(u16, String)> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.ok()?;
-    let status = out.split(' ').nth(1)?.parse().ok()?;
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((status, body))
-}
 
 #[tokio::test]
 async fn binary_creates_its_database_serves_publishes_and_stops_on_sigterm() {
@@ -211,7 +182,7 @@ async fn binary_creates_its_database_serves_publishes_and_stops_on_sigterm() {
         Duration::from_secs(60),
         || async {
             matches!(
-                http(port, None, "GET", "/ready", None).await,
+                http_request(port, "GET", "/ready", None, None).await,
                 Some((200, _))
             )
         },
@@ -220,7 +191,7 @@ async fn binary_creates_its_database_serves_publishes_and_stops_on_sigterm() {
     // Tokens are required by default: without one the write is refused; an operator token made
     // with the binary (in the database it created) is let through.
     let start = json!({"work_order_id":"WO123","operation_id":"OP10","resource_id":"SMT01","planned_seconds":14400,"ideal_cycle_time_s":1.5});
-    let (status, _) = http(port, None, "POST", "/op_run/start", Some(&start))
+    let (status, _) = http_request(port, "POST", "/op_run/start", None, Some(&start))
         .await
         .unwrap();
     assert_eq!(status, 401);
@@ -235,7 +206,7 @@ async fn binary_creates_its_database_serves_publishes_and_stops_on_sigterm() {
     assert!(created.status.success(), "{created:?}");
     let stdout = String::from_utf8(created.stdout).unwrap();
     let token = stdout.lines().last().unwrap().trim();
-    let (status, body) = http(port, Some(token), "POST", "/op_run/start", Some(&start))
+    let (status, body) = http_request(port, "POST", "/op_run/start", Some(token), Some(&start))
         .await
         .unwrap();
     assert_eq!(status, 201, "{body}");

@@ -273,7 +273,7 @@ async fn xbar_r_and_xbar_s_by_hand() {
 async fn montgomerys_piston_rings_through_the_api() {
     let t0 = db().await;
     let app = app(&t0.pool);
-    let rings: Vec<f64> = PISTON_RINGS.concat();
+    let rings: Vec<f64> = piston_rings();
     readings(&t0.pool, "R-ring", "diameter", 0, &rings).await;
     let set = |chart: &'static str| {
         post(
@@ -412,31 +412,14 @@ async fn cp_cpk_from_sigma_within_beside_pp_ppk_from_sigma_overall() {
 }
 
 /// Montgomery, *Introduction to Statistical Quality Control*, Table 6.3: inside diameters (mm)
-/// of forged piston rings, 25 samples of 5.
-const PISTON_RINGS: [[f64; 5]; 25] = [
-    [74.030, 74.002, 74.019, 73.992, 74.008],
-    [73.995, 73.992, 74.001, 74.011, 74.004],
-    [73.988, 74.024, 74.021, 74.005, 74.002],
-    [74.002, 73.996, 73.993, 74.015, 74.009],
-    [73.992, 74.007, 74.015, 73.989, 74.014],
-    [74.009, 73.994, 73.997, 73.985, 73.993],
-    [73.995, 74.006, 73.994, 74.000, 74.005],
-    [73.985, 74.003, 73.993, 74.015, 73.988],
-    [74.008, 73.995, 74.009, 74.005, 74.004],
-    [73.998, 74.000, 73.990, 74.007, 73.995],
-    [73.994, 73.998, 73.994, 73.995, 73.990],
-    [74.004, 74.000, 74.007, 74.000, 73.996],
-    [73.983, 74.002, 73.998, 73.997, 74.012],
-    [74.006, 73.967, 73.994, 74.000, 73.984],
-    [74.012, 74.014, 73.998, 73.999, 74.007],
-    [74.000, 73.984, 74.005, 73.998, 73.996],
-    [73.994, 74.012, 73.986, 74.005, 74.007],
-    [74.006, 74.010, 74.018, 74.003, 74.000],
-    [73.984, 74.002, 74.003, 74.005, 73.997],
-    [74.000, 74.010, 74.013, 74.020, 74.003],
-    [73.982, 74.001, 74.015, 74.005, 73.996],
-    [74.004, 73.999, 73.990, 74.006, 74.009],
-    [74.010, 73.989, 73.990, 74.009, 74.014],
-    [74.015, 74.008, 73.993, 74.000, 74.010],
-    [73.982, 73.984, 73.995, 74.017, 74.013],
-];
+/// of forged piston rings, 25 samples of 5, in sample order.
+fn piston_rings() -> Vec<f64> {
+    include_str!("fixtures/piston-rings.txt")
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .flat_map(|l| {
+            l.split_whitespace()
+                .map(|v| v.parse::<f64>().expect("a number"))
+        })
+        .collect()
+}

@@ -9,6 +9,7 @@ use mes_api::{AppState, Settings};
 use serde_json::Value;
 use sqlx::PgPool;
 use testkit::PgHandle;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OnceCell;
 use tower::ServiceExt;
 
@@ -264,4 +265,34 @@ pub fn relay_settings(names: protocol::OpRunNames) -> mes_api::relay::RelaySetti
         idempotency_ttl_hours: 24,
         outbox_retention_days: 7,
     }
+}
+
+/// One HTTP/1.1 request to a binary on 127.0.0.1:`port`: (status, body); `None` when nothing answers.
+pub async fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> Option<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).await.ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok()?;
+    let status = out.split(' ').nth(1)?.parse().ok()?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
 }

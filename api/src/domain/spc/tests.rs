@@ -162,41 +162,24 @@ fn nist_individuals_chart_example() {
 }
 
 /// Montgomery, *Introduction to Statistical Quality Control*, Table 6.3: inside diameters (mm)
-/// of forged piston rings, 25 samples of 5.
-const PISTON_RINGS: [[f64; 5]; 25] = [
-    [74.030, 74.002, 74.019, 73.992, 74.008],
-    [73.995, 73.992, 74.001, 74.011, 74.004],
-    [73.988, 74.024, 74.021, 74.005, 74.002],
-    [74.002, 73.996, 73.993, 74.015, 74.009],
-    [73.992, 74.007, 74.015, 73.989, 74.014],
-    [74.009, 73.994, 73.997, 73.985, 73.993],
-    [73.995, 74.006, 73.994, 74.000, 74.005],
-    [73.985, 74.003, 73.993, 74.015, 73.988],
-    [74.008, 73.995, 74.009, 74.005, 74.004],
-    [73.998, 74.000, 73.990, 74.007, 73.995],
-    [73.994, 73.998, 73.994, 73.995, 73.990],
-    [74.004, 74.000, 74.007, 74.000, 73.996],
-    [73.983, 74.002, 73.998, 73.997, 74.012],
-    [74.006, 73.967, 73.994, 74.000, 73.984],
-    [74.012, 74.014, 73.998, 73.999, 74.007],
-    [74.000, 73.984, 74.005, 73.998, 73.996],
-    [73.994, 74.012, 73.986, 74.005, 74.007],
-    [74.006, 74.010, 74.018, 74.003, 74.000],
-    [73.984, 74.002, 74.003, 74.005, 73.997],
-    [74.000, 74.010, 74.013, 74.020, 74.003],
-    [73.982, 74.001, 74.015, 74.005, 73.996],
-    [74.004, 73.999, 73.990, 74.006, 74.009],
-    [74.010, 73.989, 73.990, 74.009, 74.014],
-    [74.015, 74.008, 73.993, 74.000, 74.010],
-    [73.982, 73.984, 73.995, 74.017, 74.013],
-];
+/// of forged piston rings, 25 samples of 5, in sample order.
+fn piston_rings() -> Vec<f64> {
+    include_str!("../../../tests/fixtures/piston-rings.txt")
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .flat_map(|l| {
+            l.split_whitespace()
+                .map(|v| v.parse::<f64>().expect("a number"))
+        })
+        .collect()
+}
 
 /// Montgomery's piston rings with X̄-R: x̿ = 74.001, R̄ = 0.023, x̄ chart UCL = 74.014, LCL =
 /// 73.988; R chart UCL = 0.049, LCL = 0; σ̂ = R̄/d2 = 0.0099 (the book rounds R̄ and x̿ before
 /// the limits, hence the tolerance of one unit in the last published digit).
 #[test]
 fn montgomery_piston_rings_xbar_r() {
-    let readings: Vec<f64> = PISTON_RINGS.concat();
+    let readings: Vec<f64> = piston_rings();
     let plot = plot(ChartSpec::XbarR(n(5)), &readings);
     assert_eq!((plot.points.len(), plot.dropped), (25, 0));
     let l = plot.limits().unwrap();
@@ -223,7 +206,7 @@ fn montgomery_piston_rings_xbar_r() {
 /// LCL = 73.988; s chart UCL = 0.0196, LCL = 0; σ̂ = s̄/c4 = 0.0094/0.9400 = 0.01.
 #[test]
 fn montgomery_piston_rings_xbar_s() {
-    let readings: Vec<f64> = PISTON_RINGS.concat();
+    let readings: Vec<f64> = piston_rings();
     let plot = plot(ChartSpec::XbarS(n(5)), &readings);
     let l = plot.limits().unwrap();
     close(l.dispersion.center, 0.0094, 5e-5, "s-bar");
