@@ -36,7 +36,7 @@ fn create(url: &str, role: &str, name: &str, extra: &[&str]) -> String {
 }
 
 #[tokio::test]
-async fn every_route_but_health_needs_a_valid_token_with_the_role() {
+async fn every_route_but_the_probes_needs_a_valid_token_with_the_role() {
     let t = db().await;
     let app = app(&t.pool);
     let viewer = create(&t.url, "viewer", "kiosk-1", &[]);
