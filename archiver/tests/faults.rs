@@ -1,0 +1,129 @@
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use archiver::db;
+use archiver::manifest::Manifest;
+use testkit::{PgHandle, PgServer};
+
+use crate::support::{day, eventually, parquet_files, Env, SERIES};
+
+/// Every file under `root` (staging files included) with its modification time.
+fn signature(root: &Path) -> BTreeSet<(String, SystemTime)> {
+    let mut out = BTreeSet::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
+                out.insert((p.display().to_string(), m));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn archiver_killed_mid_archive_again_and_again_leaves_every_row_in_one_live_file() {
+    // A private server: this test must not share one with others.
+    let env = Env::with(PgHandle::Private(PgServer::start().await.unwrap())).await;
+    for (i, d) in [20u32, 21, 22, 23].into_iter().enumerate() {
+        env.load(i as u64 + 1, day(d), &SERIES, 6000).await;
+    }
+    let mut killed_mid_run = 0;
+    for round in 0..8u32 {
+        if round == 4 {
+            // Late rows for days archived (or half-archived) by now.
+            env.load(50, day(21), &SERIES[..2], 900).await;
+            env.load(51, day(20), &[("NEW", "x")], 300).await;
+        }
+        let mut child = env
+            .command(&["run", "--once", "--grace-minutes", "0"])
+            .spawn()
+            .unwrap();
+        // Kill after the archive changed 1..=4 times in this round (a file, a manifest, a
+        // staging file appearing or being renamed), or let it finish.
+        let changes_wanted = round % 4 + 1;
+        let mut last = signature(env.root());
+        let mut changes = 0;
+        let mut exited = false;
+        let progressed = eventually(Duration::from_secs(60), || {
+            let now = signature(env.root());
+            if now != last {
+                changes += 1;
+                last = now;
+            }
+            exited = matches!(child.try_wait(), Ok(Some(_)));
+            let done = exited || changes >= changes_wanted;
+            async move { done }
+        })
+        .await;
+        assert!(
+            progressed,
+            "round {round}: the archiver neither wrote nor exited"
+        );
+        if !exited {
+            child.start_kill().unwrap();
+            let status = child.wait().await.unwrap();
+            if status.code().is_none() {
+                killed_mid_run += 1;
+            }
+        }
+    }
+    assert!(
+        killed_mid_run >= 4,
+        "only {killed_mid_run} kills landed mid-run"
+    );
+
+    let out = env
+        .command(&["run", "--once", "--grace-minutes", "0"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Every manifest verifies and every part is marked verified.
+    let report = archiver::verify::verify_archive(&env.store, Some(&env.pool), None, None)
+        .await
+        .unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    let parts = db::parts(&env.pool, None, None).await.unwrap();
+    assert_eq!(parts.len(), 4, "one open part per day: {parts:?}");
+    assert!(parts.iter().all(|p| p.verified_at.is_some()));
+
+    // The live files are exactly the files on disk: nothing stray, no staging leftovers.
+    let mut live = Vec::new();
+    for p in &parts {
+        let m = Manifest::from_bytes(&env.store.get(&p.manifest_path).await.unwrap()).unwrap();
+        let mut rows = 0i64;
+        let mut value = 0.0;
+        for f in &m.files {
+            live.push(f.path.clone());
+            for (_, _, r) in
+                archiver::parquet_file::read_rows(env.store.get(&f.path).await.unwrap()).unwrap()
+            {
+                rows += 1;
+                value += r.value;
+            }
+        }
+        // Each row of the database is in the files once: same count, same sum.
+        let sums = env.day_sums(p.day).await;
+        assert_eq!((rows, value), (sums.rows, sums.value), "{}", p.day);
+        assert_eq!(p.rows, sums.rows);
+    }
+    live.sort();
+    assert_eq!(live, parquet_files(env.root()));
+    assert_eq!(env.day_sums(day(20)).await.rows, 3 * 6000 + 300);
+    assert_eq!(env.day_sums(day(21)).await.rows, 3 * 6000 + 2 * 900);
+    // And a further run has nothing to do.
+    assert_eq!(env.pass().await.days_archived, 0);
+}
