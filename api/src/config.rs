@@ -257,6 +257,27 @@ pub struct Config {
     )]
     pub outbox_retention_days: u32,
 
+    /// Seconds between the machine-state detector's passes over the resources that have a rule
+    /// (docs/api.md, "Machine state"); 0 turns the detector off in this replica.
+    #[arg(
+        long,
+        env = "API_MACHINE_STATE_INTERVAL_SECONDS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub machine_state_interval_seconds: u64,
+
+    /// Minutes of readings each detector pass judges again, so stops in readings that arrive
+    /// this late are still found (a site whose boxes may be cut off for longer needs more).
+    #[arg(
+        long,
+        env = "API_MACHINE_STATE_HORIZON_MINUTES",
+        default_value_t = 120,
+        value_parser = clap::value_parser!(u32).range(1..=10_080),
+        global = true
+    )]
+    pub machine_state_horizon_minutes: u32,
+
     /// Log format.
     #[arg(
         long,
@@ -360,6 +381,18 @@ fn token_name(s: &str) -> Result<String, String> {
 impl Config {
     pub fn op_run_names(&self) -> OpRunNames {
         OpRunNames::isolated(&self.namespace)
+    }
+
+    /// The machine-state detector's settings; `None` when it is off.
+    pub fn machine_state(&self) -> Option<crate::machine_state::DetectorSettings> {
+        (self.machine_state_interval_seconds > 0).then(|| crate::machine_state::DetectorSettings {
+            interval: Duration::from_secs(self.machine_state_interval_seconds),
+            window: crate::store::machine_state::PassWindow {
+                horizon: chrono::TimeDelta::minutes(self.machine_state_horizon_minutes.into()),
+                max_lookback: chrono::TimeDelta::days(7),
+                max_readings: 200_000,
+            },
+        })
     }
 
     pub fn relay_poll(&self) -> Duration {

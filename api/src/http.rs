@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 use crate::board::{self, Board};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{health, kpi, runs, spc, trace};
+use crate::{health, kpi, machine_state, runs, spc, trace};
 
 /// Limits the router applies to every request.
 #[derive(Debug, Clone, Copy)]
@@ -75,6 +75,10 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(trace::export::run_readings))
         .routes(routes!(trace::by_resource::resource_trace))
         .routes(routes!(trace::by_reading::reading_trace))
+        .routes(routes!(machine_state::list_stops))
+        .routes(routes!(machine_state::assign_reason))
+        .routes(routes!(machine_state::list_rules))
+        .routes(routes!(machine_state::put_rule, machine_state::delete_rule))
         .routes(routes!(spc::spc))
         .routes(routes!(spc::limits::set_limits, spc::limits::list_limits))
         .routes(routes!(board::board_page))
@@ -88,7 +92,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = api_router().split_for_parts().1;
     // The timeout layer wraps every route, so every operation can answer 408 (without a body).
     for item in doc.paths.paths.values_mut() {
-        for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+        ];
+        for operation in operations.into_iter().flatten() {
             operation
                 .responses
                 .responses
@@ -121,7 +131,12 @@ fn document_authentication(doc: &mut utoipa::openapi::OpenApi) {
         .get_or_insert_with(Default::default)
         .add_security_scheme("bearer", SecurityScheme::Http(bearer));
     for (path, item) in doc.paths.paths.iter_mut() {
-        let methods = [(Method::GET, &mut item.get), (Method::POST, &mut item.post)];
+        let methods = [
+            (Method::GET, &mut item.get),
+            (Method::POST, &mut item.post),
+            (Method::PUT, &mut item.put),
+            (Method::DELETE, &mut item.delete),
+        ];
         for (method, operation) in methods {
             let Some(operation) = operation.as_mut() else {
                 continue;

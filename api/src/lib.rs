@@ -33,6 +33,7 @@ pub mod health;
 pub mod http;
 pub mod idempotency;
 pub mod kpi;
+pub mod machine_state;
 pub mod metrics;
 pub mod relay;
 pub mod report_batch;
@@ -271,6 +272,13 @@ pub async fn serve(
             },
             state.outbox_signal.clone(),
             relay_stop.clone(),
+        ));
+    }
+    if let Some(settings) = config.machine_state() {
+        tracker.spawn(machine_state::run_detector(
+            pool.clone(),
+            settings,
+            shutdown.clone(),
         ));
     }
     tracker.close();

@@ -93,8 +93,25 @@ async fn every_event_on_the_bus_matches_the_published_schema() {
         let answer = post(&app, uri, body).await;
         assert!(answer.status.is_success(), "{uri}: {}", answer.body);
     }
+    // A stop the machine's readings showed during run a, explained by an operator.
+    sqlx::query(
+        "INSERT INTO machine_stops (id, resource_id, started_at, ended_at)
+         SELECT 1, 'R-contract-1', started_at, started_at + interval '1 microsecond'
+         FROM op_run WHERE op_run_id = $1::uuid",
+    )
+    .bind(&a)
+    .execute(&t.pool)
+    .await
+    .unwrap();
+    let answer = post(
+        &app,
+        "/machine_stops/1/reason",
+        json!({"reason_code":"minor_stop"}),
+    )
+    .await;
+    assert!(answer.status.is_success(), "{}", answer.body);
     let written = scalar_i64(&t.pool, "SELECT count(*) FROM outbox").await;
-    assert_eq!(written, 9);
+    assert_eq!(written, 10);
 
     // As an MES reads them: a durable pull consumer on the stream.
     let js = jetstream::new(client);
@@ -120,7 +137,7 @@ async fn every_event_on_the_bus_matches_the_published_schema() {
         .await
         .unwrap();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, Value)>::new()));
-    wait_until("the 9 events on the bus", Duration::from_secs(30), || {
+    wait_until("the 10 events on the bus", Duration::from_secs(30), || {
         let (consumer, seen) = (consumer.clone(), seen.clone());
         async move {
             let mut batch = consumer
@@ -136,12 +153,12 @@ async fn every_event_on_the_bus_matches_the_published_schema() {
                 seen.lock().unwrap().push((m.subject.to_string(), event));
                 m.ack().await.unwrap();
             }
-            seen.lock().unwrap().len() >= 9
+            seen.lock().unwrap().len() >= 10
         }
     })
     .await;
     let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 9);
+    assert_eq!(seen.len(), 10);
     let mut types: Vec<&str> = Vec::new();
     for (subject, event) in &seen {
         assert_valid(&validator, event, subject);
@@ -155,6 +172,7 @@ async fn every_event_on_the_bus_matches_the_published_schema() {
         types,
         [
             "aborted",
+            "classified",
             "completed",
             "paused",
             "reported",

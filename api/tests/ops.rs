@@ -36,6 +36,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/board/state"),
     ("get", "/board/events"),
     ("post", "/board/session"),
+    ("get", "/machine_stops"),
+    ("post", "/machine_stops/{stop_id}/reason"),
+    ("get", "/machine_state/rules"),
+    ("put", "/machine_state/rules/{resource_id}"),
+    ("delete", "/machine_state/rules/{resource_id}"),
 ];
 
 #[tokio::test]
@@ -62,7 +67,9 @@ async fn openapi_document_matches_the_routes() {
     for (method, path) in &documented {
         let uri = path
             .replace("{op_run_id}", &uuid::Uuid::now_v7().to_string())
-            .replace("{work_order_id}", "WO-X");
+            .replace("{work_order_id}", "WO-X")
+            .replace("{stop_id}", "1")
+            .replace("{resource_id}", "R-X");
         // An event stream never ends: only its status is checked.
         if a.body["paths"][path][method]["responses"]["200"]["content"]["text/event-stream"]
             .is_object()
@@ -75,7 +82,7 @@ async fn openapi_document_matches_the_routes() {
             &app,
             method.clone(),
             &uri,
-            (method == Method::POST).then_some("{}"),
+            (method == Method::POST || method == Method::PUT).then_some("{}"),
             &[],
         )
         .await;

@@ -94,6 +94,12 @@ RULES_BEYOND_THE_SCHEMA = [
      "malformed-request", ("subgroup_size",), r"only with chart=xbar_r or chart=xbar_s"),
     ("spc chart and subgroup_size", 422,
      "invalid-field", ("subgroup_size",), r"leave subgroup_size out|needs a subgroup_size"),
+    ("a detected stop's reason must be a reason", 422, "invalid-field", ("reason_code",),
+     r"`unassigned` is what a stop has until one is assigned"),
+    ("machine-state rule: the fields of its kind, codes and reasons", 422, "invalid-field",
+     ("stopped_at_or_below", "stop_codes", "min_stop_seconds"),
+     r"required for kind|not for kind|must hold 1 to 256 codes|is not an integer"
+     r"|unknown reason code|given twice"),
     ("spc baseline window and its readings", 422, "invalid-field",
      ("baseline_from", "baseline_to"),
      r"is not before baseline_to|window longer than|the baseline holds|do not vary"

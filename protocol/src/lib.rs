@@ -16,6 +16,6 @@ pub mod subject;
 
 pub use framing::{BatchKind, BatchMeta, FramingError, LineRef};
 pub use reading::{decode_line, Limits, Reading, RejectReason, Rejection};
-pub use run_event::{RunEvent, RunEventType};
+pub use run_event::{DowntimeInfo, RunEvent, RunEventType};
 pub use source::{ByteRange, Fingerprint, SourceKey};
 pub use streams::{Names, OpRunNames};

@@ -22,6 +22,9 @@ pub enum RunEventType {
     Resumed,
     Completed,
     Aborted,
+    /// An operator assigned the reason of a stop detected from the machine's readings
+    /// (`downtime` carries it, `detected` true); sent to every run the stop overlaps.
+    Classified,
 }
 
 impl RunEventType {
@@ -33,6 +36,7 @@ impl RunEventType {
             RunEventType::Resumed => "resumed",
             RunEventType::Completed => "completed",
             RunEventType::Aborted => "aborted",
+            RunEventType::Classified => "classified",
         }
     }
 }
@@ -55,6 +59,10 @@ pub struct DowntimeInfo {
     pub loss_bucket: String,
     pub started_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
+    /// A stop detected from the machine's readings (`downtime_id` is its stop id in
+    /// `GET /machine_stops`), not a pause an operator opened.
+    #[serde(default)]
+    pub detected: bool,
 }
 
 /// One state change of a production run.
@@ -147,6 +155,7 @@ mod tests {
             RunEventType::Resumed,
             RunEventType::Completed,
             RunEventType::Aborted,
+            RunEventType::Classified,
         ];
         let names: Vec<&str> = all.iter().map(|t| t.as_str()).collect();
         assert_eq!(names, crate::subject::OP_RUN_EVENTS);

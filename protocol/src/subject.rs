@@ -12,13 +12,14 @@ pub const DLQ_PREFIX: &str = "edge.dlq";
 pub const OP_RUN_PREFIX: &str = "mes.op_run";
 
 /// Run events, in the order of the subject's last token.
-pub const OP_RUN_EVENTS: [&str; 6] = [
+pub const OP_RUN_EVENTS: [&str; 7] = [
     "started",
     "reported",
     "paused",
     "resumed",
     "completed",
     "aborted",
+    "classified",
 ];
 
 pub fn escape_token(raw: &str) -> String {

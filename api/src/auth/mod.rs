@@ -100,7 +100,8 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     if method == Method::GET || method == Method::HEAD || method == Method::OPTIONS {
         return Some(Role::Viewer);
     }
-    if path.starts_with("/op_run/") {
+    // Run lifecycle and the reason of a detected stop: the shop floor's writes.
+    if path.starts_with("/op_run/") || path.starts_with("/machine_stops/") {
         return Some(Role::Operator);
     }
     Some(Role::Admin)
@@ -135,6 +136,15 @@ mod tests {
             (Method::POST, "/op_run/report", Some(Role::Operator)),
             (Method::POST, "/op_run/abort", Some(Role::Operator)),
             (Method::POST, "/tokens", Some(Role::Admin)),
+            (Method::GET, "/machine_stops", Some(Role::Viewer)),
+            (
+                Method::POST,
+                "/machine_stops/7/reason",
+                Some(Role::Operator),
+            ),
+            (Method::GET, "/machine_state/rules", Some(Role::Viewer)),
+            (Method::PUT, "/machine_state/rules/R1", Some(Role::Admin)),
+            (Method::DELETE, "/machine_state/rules/R1", Some(Role::Admin)),
             (Method::DELETE, "/op_run/x", Some(Role::Operator)),
             (Method::POST, "/anything-else", Some(Role::Admin)),
         ];

@@ -2,6 +2,7 @@
 //! store ([`crate::store`]) reads and writes what it decides, the handlers ([`crate::runs`]) only
 //! translate.
 
+pub mod machine_state;
 pub mod run;
 pub mod spc;
 pub mod values;

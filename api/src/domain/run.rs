@@ -140,6 +140,7 @@ impl Downtime {
             loss_bucket: self.reason.loss_bucket.clone(),
             started_at: self.started_at,
             ended_at: self.ended_at,
+            detected: false,
         }
     }
 }

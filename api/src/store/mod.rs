@@ -2,6 +2,7 @@
 //! [`crate::domain::run::decide`] decided (rows, the run, its event in the outbox) in the same
 //! transaction. Errors are [`StoreError`]; only the HTTP layer turns them into problem documents.
 
+pub mod machine_state;
 pub mod reports;
 pub mod runs;
 pub mod spc;
