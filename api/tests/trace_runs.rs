@@ -308,6 +308,76 @@ async fn run_trace_lists_the_earliest_rule_breaks_and_says_when_there_are_more()
 }
 
 #[tokio::test]
+async fn run_trace_judges_against_the_stored_limits_in_force() {
+    let t = db().await;
+    let app = app(&t.pool);
+    // Baseline (2025-03-05 00:00, 30 readings a second apart): 10, 11, 10, 11, … x̄ 10.5,
+    // MR̄ 1, σ 1/1.128, UCL 10.5 + 3/1.128 = 13.1596. Stored as version 1 of i_mr.
+    // The run (01:00-02:00) drifts: 13.5, 13.6, … 14.4 (10 readings 0.1 apart). Against limits
+    // from its own readings (x̄ 13.95, MR̄ 0.1, σ 0.0887: 13.684 … 14.216) the drift centres
+    // itself and only its two ends break rule 1 (4 readings, the first two *below* the centre);
+    // against the stored UCL all 10 readings are out.
+    sqlx::query(
+        "INSERT INTO readings (ts, site, resource_id, sensor, value)
+         SELECT '2025-03-05T00:00:00Z'::timestamptz + i * interval '1 s', 'BKK', 'KILN', 'temp',
+                10 + i % 2
+         FROM generate_series(0, 29) i
+         UNION ALL
+         SELECT '2025-03-05T01:00:00Z'::timestamptz + i * interval '1 s', 'BKK', 'KILN', 'temp',
+                13.5 + i * 0.1
+         FROM generate_series(0, 9) i",
+    )
+    .execute(&t.pool)
+    .await
+    .unwrap();
+    let id = start_run(&app, json!({"work_order_id":"WO-K","operation_id":"OP10","resource_id":"KILN","started_at":"2025-03-05T01:00:00Z"})).await;
+    post_ok(
+        &app,
+        "/op_run/complete",
+        json!({"op_run_id":id,"ended_at":"2025-03-05T02:00:00Z"}),
+    )
+    .await;
+    let before = ok(&app, &format!("/trace/run/{id}")).await;
+    let own = sensor(&before["spc"]["sensors"], "temp");
+    assert_eq!(own["limits"]["source"], "window");
+    assert_eq!(own["limits"]["version"], Value::Null);
+    let own_breaks = own["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["rules"].as_array().unwrap().contains(&json!(1)))
+        .count();
+    close(&own["limits"]["mean"], 13.95, "the drift's own centre");
+    assert_eq!(own_breaks, 4, "the drift widened its own limits: {own}");
+
+    post_ok(
+        &app,
+        "/spc/limits",
+        json!({"resource_id":"KILN","sensor":"temp","chart":"i_mr",
+               "baseline_from":"2025-03-05T00:00:00Z","baseline_to":"2025-03-05T00:00:30Z"}),
+    )
+    .await;
+    let after = ok(&app, &format!("/trace/run/{id}")).await;
+    let judged = sensor(&after["spc"]["sensors"], "temp");
+    assert_eq!(judged["limits"]["source"], "stored");
+    assert_eq!(judged["limits"]["version"], 1);
+    close(&judged["limits"]["mean"], 10.5, "stored center line");
+    close(&judged["limits"]["ucl"], 10.5 + 3.0 / 1.128, "stored UCL");
+    let beyond: Vec<&Value> = judged["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["rules"].as_array().unwrap().contains(&json!(1)))
+        .collect();
+    assert_eq!(
+        beyond.len(),
+        10,
+        "every reading above the stored UCL: {judged}"
+    );
+    assert_eq!(beyond[0]["ts"], "2025-03-05T01:00:00Z");
+}
+
+#[tokio::test]
 async fn reading_trace_finds_the_run_active_at_an_instant() {
     let t = db().await;
     let app = app(&t.pool);

@@ -10,11 +10,13 @@ use utoipa::ToSchema;
 
 use super::control_chart::{self, ChartLimits, RuleBreak};
 use super::{counts_of, SensorSummary, TracedRun};
+use crate::domain::spc::Chart;
 use crate::error::{ApiError, Problem};
 use crate::extract::parse_uuid;
 use crate::run_schema::Downtime;
 use crate::state::AppState;
 use crate::store::runs as run_store;
+use crate::store::spc as spc_store;
 use crate::store::trace as store;
 
 /// Readings of one sensor judged per run: the latest this many (as `GET /spc` at most).
@@ -32,7 +34,8 @@ pub struct SensorSpc {
     pub points: usize,
     /// The run has more readings of the sensor than were judged (the earliest were left out).
     pub points_truncated: bool,
-    /// Limits from the points judged (phase I); `null` when they are beyond a double.
+    /// The stored I-MR limits in force (phase II), else limits from the points judged (phase I);
+    /// `null` when they are beyond a double.
     pub limits: Option<ChartLimits>,
     /// The earliest readings breaking a rule (or with a moving range out), at most 100.
     pub violations: Vec<RuleBreak>,
@@ -45,8 +48,10 @@ pub struct SensorSpc {
 /// SPC during the run.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RunSpc {
-    /// The chart: `i_mr`, individuals with σ from the average moving range (MR̄/d2), limits
-    /// from the run's own readings (phase I); see `GET /spc` for the rules.
+    /// The chart: `i_mr`, individuals with σ from the average moving range (MR̄/d2), judged
+    /// against the I-MR limits stored for the resource and sensor (phase II, `POST /spc/limits`)
+    /// or, without them, limits from the run's own readings (phase I); each sensor's `limits`
+    /// says which. See `GET /spc` for the rules.
     pub chart: String,
     /// Per sensor in name order, the first 50.
     pub sensors: Vec<SensorSpc>,
@@ -97,7 +102,19 @@ pub async fn run_trace(
             MAX_POINTS_PER_SENSOR,
         )
         .await?;
-        judged.push(sensor_spc(&s.sensor, s.count, &points));
+        let stored = spc_store::in_force(
+            &mut *tx,
+            &run.resource_id,
+            &s.sensor,
+            Some(Chart::IMr),
+            Some(1),
+        )
+        .await?;
+        let stored = stored.as_ref().map(|l| control_chart::Stored {
+            version: l.version,
+            limits: &l.limits,
+        });
+        judged.push(sensor_spc(&s.sensor, s.count, &points, stored));
     }
     tx.commit().await?;
     Ok(Json(RunTrace {
@@ -115,8 +132,13 @@ pub async fn run_trace(
     }))
 }
 
-fn sensor_spc(sensor: &str, readings: i64, points: &[(DateTime<Utc>, f64)]) -> SensorSpc {
-    let j = control_chart::judge(points, MAX_BREAKS_PER_SENSOR);
+fn sensor_spc(
+    sensor: &str,
+    readings: i64,
+    points: &[(DateTime<Utc>, f64)],
+    stored: Option<control_chart::Stored<'_>>,
+) -> SensorSpc {
+    let j = control_chart::judge(points, MAX_BREAKS_PER_SENSOR, stored);
     SensorSpc {
         sensor: sensor.to_owned(),
         points: points.len(),
