@@ -77,11 +77,7 @@ pub fn judge(
     let plot: Plot = spc::plot(ChartSpec::IMr, &values);
     let stored = stored.filter(|s| s.limits.spec == ChartSpec::IMr);
     let (limits, source, version) = match stored {
-        Some(s) => (
-            Some(s.limits.clone()),
-            LimitsSource::Stored,
-            Some(s.version),
-        ),
+        Some(s) => (Some(*s.limits), LimitsSource::Stored, Some(s.version)),
         None if values.is_empty() => (None, LimitsSource::Window, None),
         None => (plot.limits(), LimitsSource::Window, None),
     };
