@@ -22,6 +22,9 @@ pub enum Part {
     /// Part 5: the READINGS stream carries `--buffer-carry` times its size limit at the live
     /// rate (or runs for `--soak`); stream size and memory sampled every second.
     Buffer,
+    /// edge-mes-archiver on one closed day of `--readings` rows: rows/s, MiB/s of Parquet, its
+    /// share of a core (issue 16). Not in the default set; ask for it with `--only archive`.
+    Archive,
 }
 
 /// How the private PostgreSQL is configured.
@@ -76,7 +79,7 @@ pub struct Config {
     #[arg(long, env = "BENCH_QUICK")]
     pub quick: bool,
 
-    /// Parts to run, comma separated: backfill, live, api, footprint, buffer.
+    /// Parts to run, comma separated: backfill, live, api, footprint, buffer, archive.
     #[arg(long, env = "BENCH_ONLY", value_enum, value_delimiter = ',',
         default_values_t = [Part::Backfill, Part::Live, Part::Api, Part::Footprint, Part::Buffer])]
     pub only: Vec<Part>,

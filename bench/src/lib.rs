@@ -17,9 +17,11 @@
 //! - [`http_load`]: keep-alive HTTP/1.1 connections, open-loop schedule, closed loop.
 //! - [`footprint`]: part 4 (edge-shipper memory and CPU).
 //! - [`buffer`]: part 5 (READINGS carries many times its size limit; `--soak`).
+//! - [`archive`]: edge-mes-archiver on a day of readings (`--only archive`, issue 16).
 //! - [`machine`], [`report`]: the machine description, targets, tables and JSON.
 
 pub mod api;
+pub mod archive;
 pub mod backfill;
 pub mod baseline;
 pub mod binaries;
@@ -108,6 +110,12 @@ pub async fn run(config: Config, command: String) -> anyhow::Result<Report> {
                 report.checks.extend(checks);
             }
             Err(e) => report.errors.push(format!("buffer: {e:#}")),
+        }
+    }
+    if bench.config.runs(Part::Archive) {
+        match archive::run(&bench).await {
+            Ok((_, checks)) => report.checks.extend(checks),
+            Err(e) => report.errors.push(format!("archive: {e:#}")),
         }
     }
     if bench.config.runs(Part::Api) {
