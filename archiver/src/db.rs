@@ -36,8 +36,8 @@ pub async fn try_run_lock(conn: &mut PgConnection) -> Result<bool, sqlx::Error> 
         .await
 }
 
-/// Closed days (before `closed_before`) with a ledger entry of known time span that touches them
-/// and lies outside what their parts recorded, ascending.
+/// Closed days (before `closed_before`) that hold rows and have a ledger entry of known time span
+/// that touches them and lies outside what their parts recorded, ascending.
 pub async fn pending_days(
     pool: &PgPool,
     closed_before: NaiveDate,
@@ -52,11 +52,19 @@ pub async fn pending_days(
              WHERE l.min_ts IS NOT NULL AND l.max_ts IS NOT NULL
                AND (l.min_ts AT TIME ZONE 'UTC')::date < $1
          )
-         SELECT DISTINCT s.day FROM spans s
-         WHERE NOT coalesce((SELECT s.byte_range <@ range_agg(p.byte_range)
-                             FROM archive_part_positions p
-                             WHERE p.day = s.day AND p.source = s.source), false)
-         ORDER BY s.day",
+         , uncovered AS (
+             SELECT DISTINCT s.day FROM spans s
+             WHERE NOT coalesce((SELECT s.byte_range <@ range_agg(p.byte_range)
+                                 FROM archive_part_positions p
+                                 WHERE p.day = s.day AND p.source = s.source), false)
+         )
+         -- Only days that hold rows: a span over days without any (rows removed, or a source
+         -- whose readings jump in time) leaves them pending with nothing to archive.
+         SELECT u.day FROM uncovered u
+         WHERE EXISTS (SELECT 1 FROM readings r
+                       WHERE r.ts >= (u.day::timestamp AT TIME ZONE 'UTC')
+                         AND r.ts < ((u.day + 1)::timestamp AT TIME ZONE 'UTC'))
+         ORDER BY u.day",
     )
     .bind(closed_before)
     .fetch_all(pool)
