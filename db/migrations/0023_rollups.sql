@@ -227,11 +227,23 @@ BEGIN
     LIMIT greatest(max_ranges, 0);
 END $$;
 
+-- A numeric as double precision, ±Infinity beyond its range (a sum of valid readings, each at
+-- most 1.7976931348623157e308, may exceed it).
+CREATE FUNCTION edge_mes_rollup_float8(x numeric) RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN x > 1.7976931348623157e308 THEN 'Infinity'::float8
+                WHEN x < -1.7976931348623157e308 THEN '-Infinity'::float8
+                ELSE x::float8 END
+$$;
+
 -- Recomputes the buckets of [from_ts, to_ts) (widened to whole minutes, and to whole hours for
 -- readings_1h) from readings: readings_1m from the raw rows, readings_1h from readings_1m. A
--- stored bucket is replaced only by one of more rows (see the header). Returns true. On
--- TimescaleDB it does nothing and returns false: the caller refreshes the continuous aggregates
--- (CALL refresh_continuous_aggregate cannot run inside a function or transaction block).
+-- stored bucket is replaced only by one of more rows (see the header). In double precision, as
+-- TimescaleDB's aggregates; where a sum overflows it (readings near ±1.8e308), the range is
+-- recomputed in numeric from the raw rows, with sums and m2 beyond double precision stored as
+-- ±Infinity and means exact. Returns true. On TimescaleDB it does nothing and returns false:
+-- the caller refreshes the continuous aggregates (CALL refresh_continuous_aggregate cannot run
+-- inside a function or transaction block).
 CREATE FUNCTION edge_mes_rollup_apply(from_ts timestamptz, to_ts timestamptz) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
@@ -250,34 +262,69 @@ BEGIN
     END IF;
     -- One recompute at a time: concurrent upserts of the same buckets could deadlock.
     PERFORM pg_advisory_xact_lock(hashtext('edge_mes_rollups'));
-
-    INSERT INTO readings_1m AS t (bucket, site, resource_id, sensor, n, sum, min, max, mean, m2)
-    SELECT date_bin(INTERVAL '1 minute', r.ts, timestamptz 'epoch'), r.site, r.resource_id,
-           r.sensor, count(*), sum(r.value), min(r.value), max(r.value), avg(r.value),
-           var_pop(r.value) * count(*)
-    FROM readings r
-    WHERE r.ts >= m_lo AND r.ts < m_hi
-    GROUP BY 1, 2, 3, 4
-    ON CONFLICT (bucket, resource_id, sensor, site) DO UPDATE
-        SET n = excluded.n, sum = excluded.sum, min = excluded.min, max = excluded.max,
-            mean = excluded.mean, m2 = excluded.m2
-        WHERE excluded.n > t.n;
-
-    INSERT INTO readings_1h AS t (bucket, site, resource_id, sensor, n, sum, min, max, mean, m2)
-    SELECT x.hour, x.site, x.resource_id, x.sensor, sum(x.n), sum(x.sum), min(x.min),
-           max(x.max), sum(x.sum) / sum(x.n),
-           sum(x.m2) + sum(x.n * (x.mean - x.hour_mean) ^ 2)
-    FROM (SELECT date_bin(INTERVAL '1 hour', m.bucket, timestamptz 'epoch') AS hour, m.*,
-                 sum(m.sum) OVER w / sum(m.n) OVER w AS hour_mean
-          FROM readings_1m m
-          WHERE m.bucket >= h_lo AND m.bucket < h_hi
-          WINDOW w AS (PARTITION BY date_bin(INTERVAL '1 hour', m.bucket, timestamptz 'epoch'),
-                                    m.site, m.resource_id, m.sensor)) x
-    GROUP BY x.hour, x.site, x.resource_id, x.sensor
-    ON CONFLICT (bucket, resource_id, sensor, site) DO UPDATE
-        SET n = excluded.n, sum = excluded.sum, min = excluded.min, max = excluded.max,
-            mean = excluded.mean, m2 = excluded.m2
-        WHERE excluded.n > t.n;
+    BEGIN
+        INSERT INTO readings_1m AS t (bucket, site, resource_id, sensor, n, sum, min, max, mean,
+                                      m2)
+        SELECT date_bin(INTERVAL '1 minute', r.ts, timestamptz 'epoch'), r.site, r.resource_id,
+               r.sensor, count(*), sum(r.value), min(r.value), max(r.value), avg(r.value),
+               var_pop(r.value) * count(*)
+        FROM readings r
+        WHERE r.ts >= m_lo AND r.ts < m_hi
+        GROUP BY 1, 2, 3, 4
+        ON CONFLICT (bucket, resource_id, sensor, site) DO UPDATE
+            SET n = excluded.n, sum = excluded.sum, min = excluded.min, max = excluded.max,
+                mean = excluded.mean, m2 = excluded.m2
+            WHERE excluded.n > t.n;
+        IF EXISTS (SELECT 1 FROM readings_1m m
+                   WHERE m.bucket >= h_lo AND m.bucket < h_hi
+                     AND (m.sum IN ('Infinity', '-Infinity') OR m.m2 = 'Infinity')) THEN
+            RAISE EXCEPTION USING ERRCODE = 'numeric_value_out_of_range';
+        END IF;
+        INSERT INTO readings_1h AS t (bucket, site, resource_id, sensor, n, sum, min, max, mean,
+                                      m2)
+        SELECT x.hour, x.site, x.resource_id, x.sensor, sum(x.n), sum(x.sum), min(x.min),
+               max(x.max), sum(x.sum) / sum(x.n),
+               sum(x.m2) + sum(x.n * (x.mean - x.hour_mean) ^ 2)
+        FROM (SELECT date_bin(INTERVAL '1 hour', m.bucket, timestamptz 'epoch') AS hour, m.*,
+                     sum(m.sum) OVER w / sum(m.n) OVER w AS hour_mean
+              FROM readings_1m m
+              WHERE m.bucket >= h_lo AND m.bucket < h_hi
+              WINDOW w AS (PARTITION BY date_bin(INTERVAL '1 hour', m.bucket,
+                                                 timestamptz 'epoch'),
+                                        m.site, m.resource_id, m.sensor)) x
+        GROUP BY x.hour, x.site, x.resource_id, x.sensor
+        ON CONFLICT (bucket, resource_id, sensor, site) DO UPDATE
+            SET n = excluded.n, sum = excluded.sum, min = excluded.min, max = excluded.max,
+                mean = excluded.mean, m2 = excluded.m2
+            WHERE excluded.n > t.n;
+    EXCEPTION WHEN numeric_value_out_of_range THEN
+        INSERT INTO readings_1m AS t (bucket, site, resource_id, sensor, n, sum, min, max, mean,
+                                      m2)
+        SELECT date_bin(INTERVAL '1 minute', r.ts, timestamptz 'epoch'), r.site, r.resource_id,
+               r.sensor, count(*), edge_mes_rollup_float8(sum(r.value::numeric)), min(r.value),
+               max(r.value), (sum(r.value::numeric) / count(*))::float8,
+               edge_mes_rollup_float8(var_pop(r.value::numeric) * count(*))
+        FROM readings r
+        WHERE r.ts >= m_lo AND r.ts < m_hi
+        GROUP BY 1, 2, 3, 4
+        ON CONFLICT (bucket, resource_id, sensor, site) DO UPDATE
+            SET n = excluded.n, sum = excluded.sum, min = excluded.min, max = excluded.max,
+                mean = excluded.mean, m2 = excluded.m2
+            WHERE excluded.n > t.n;
+        INSERT INTO readings_1h AS t (bucket, site, resource_id, sensor, n, sum, min, max, mean,
+                                      m2)
+        SELECT date_bin(INTERVAL '1 hour', r.ts, timestamptz 'epoch'), r.site, r.resource_id,
+               r.sensor, count(*), edge_mes_rollup_float8(sum(r.value::numeric)), min(r.value),
+               max(r.value), (sum(r.value::numeric) / count(*))::float8,
+               edge_mes_rollup_float8(var_pop(r.value::numeric) * count(*))
+        FROM readings r
+        WHERE r.ts >= h_lo AND r.ts < h_hi
+        GROUP BY 1, 2, 3, 4
+        ON CONFLICT (bucket, resource_id, sensor, site) DO UPDATE
+            SET n = excluded.n, sum = excluded.sum, min = excluded.min, max = excluded.max,
+                mean = excluded.mean, m2 = excluded.m2
+            WHERE excluded.n > t.n;
+    END;
     RETURN true;
 END $$;
 

@@ -662,3 +662,41 @@ async fn the_worker_refreshes_and_the_readers_read_the_rollups() {
         assert_eq!(code.as_deref(), Some("42501"), "{group}: {err}");
     }
 }
+
+#[tokio::test]
+async fn readings_near_the_double_precision_limit_do_not_stop_the_rollups() {
+    let db = migrated().await;
+    // Valid readings whose sums overflow double precision, beside ordinary ones.
+    let rows: Vec<Row> = vec![
+        (at(14, 10, 0, 1), "SMT01", "temp", 1.7e308),
+        (at(14, 10, 0, 2), "SMT01", "temp", 1.7e308),
+        (at(14, 10, 1, 2), "SMT01", "temp", 1e308),
+        (at(14, 10, 2, 2), "SMT01", "temp", 1e308),
+        (at(14, 10, 2, 3), "SMT01", "speed", 2.5),
+    ];
+    load(&db, "huge", 0, 100, &rows).await.unwrap();
+    assert_eq!(refresh(&db).await, 1);
+    assert_eq!(
+        scalar_i64(&db, "SELECT count(*) FROM rollup_queue").await,
+        0
+    );
+    let hour: (i64, f64, f64, f64, f64) =
+        sqlx::query_as("SELECT n, sum, min, max, mean FROM readings_1h WHERE sensor = 'temp'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(hour, (4, f64::INFINITY, 1e308, 1.7e308, 1.35e308));
+    let minute: (i64, f64, f64) = sqlx::query_as(
+        "SELECT n, sum, mean FROM readings_1m WHERE sensor = 'temp'
+         AND bucket = '2025-03-14T10:00:00Z'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(minute, (2, f64::INFINITY, 1.7e308));
+    let speed: (i64, f64) = sqlx::query_as("SELECT n, sum FROM readings_1h WHERE sensor = 'speed'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(speed, (1, 2.5));
+}
