@@ -23,6 +23,12 @@ pub struct Readiness {
     pub status: String,
     pub database: bool,
     pub nats: bool,
+    /// The storage engine the database was created with (`postgresql` or `timescaledb`);
+    /// `null` before a connection reached a migrated database.
+    pub storage_engine: Option<String>,
+    /// Why connections to the database are refused (a database created with TimescaleDB on a
+    /// server running without it); `null` when they are not.
+    pub storage_problem: Option<String>,
 }
 
 /// Liveness: the process serves HTTP (dependencies are not checked; see `/ready`).
@@ -50,11 +56,19 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         .nats
         .as_ref()
         .is_some_and(|c| c.connection_state() == async_nats::connection::State::Connected);
-    let ok = database && nats;
+    let storage = state
+        .pool
+        .connect_options()
+        .get_database()
+        .and_then(service::storage::status);
+    let storage_problem = storage.as_ref().and_then(|s| s.problem.clone());
+    let ok = database && nats && storage_problem.is_none();
     let body = Readiness {
         status: if ok { "ready" } else { "not_ready" }.to_owned(),
-        database,
+        database: database && storage_problem.is_none(),
         nats,
+        storage_engine: storage.map(|s| s.engine.as_str().to_owned()),
+        storage_problem,
     };
     let status = if ok {
         StatusCode::OK

@@ -110,9 +110,25 @@ pub struct Config {
     #[arg(long, env = "INGEST_PARTITION_DAYS_BACK", default_value_t = 2)]
     pub partition_days_back: u32,
 
-    /// Drop readings partitions (or TimescaleDB chunks) older than this many days; 0 keeps all.
-    #[arg(long, env = "READINGS_RETENTION_DAYS", default_value_t = 0)]
+    /// Remove readings older than this many days (whole UTC days: partitions or TimescaleDB
+    /// chunks, and their rows in readings_default); 0 keeps all.
+    #[arg(long, env = "READINGS_RETENTION_DAYS", default_value_t = 90)]
     pub retention_days: u32,
+
+    /// Whether retention waits until a day is archived and verified (edge-mes-archiver):
+    /// `auto` once an archiver has written to this database, `always`, or `never`.
+    #[arg(
+        long,
+        env = "READINGS_RETENTION_WAIT_FOR_ARCHIVE",
+        value_enum,
+        default_value_t = ArchiveGate::Auto
+    )]
+    pub retention_wait_for_archive: ArchiveGate,
+
+    /// TimescaleDB: compress chunks older than this many days (segmented by resource and
+    /// sensor); 0 never compresses. No effect on plain PostgreSQL.
+    #[arg(long, env = "READINGS_COMPRESS_AFTER_DAYS", default_value_t = 7)]
+    pub compress_after_days: u32,
 
     /// Exit 0 once nothing was pending for this many seconds (backfill, tests, benchmarks).
     #[arg(long, env = "INGEST_UNTIL_IDLE_SECS")]
@@ -175,4 +191,14 @@ mod tests {
         assert_eq!(c.until_idle, Some(5));
         assert_eq!(c.names().readings_stream, "READINGS_t1");
     }
+}
+
+/// Whether retention waits for the archive (`--retention-wait-for-archive`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ArchiveGate {
+    /// Wait once an archiver has written to this database.
+    #[default]
+    Auto,
+    Always,
+    Never,
 }

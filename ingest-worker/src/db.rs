@@ -1,5 +1,5 @@
 //! Database setup and upkeep: connect (creating the database if missing), migrate, daily
-//! partitions, retention and ledger compaction.
+//! partitions, retention, compression and ledger compaction.
 
 use std::time::Duration;
 
@@ -64,38 +64,108 @@ pub async fn ensure_partitions(
     Ok(created)
 }
 
-/// Retention: drops whole daily partitions (plain PostgreSQL) or sets a TimescaleDB retention
-/// policy. Rows are never deleted one by one.
+/// What retention and compression do (`--retention-days`, `--retention-wait-for-archive`,
+/// `--compress-after-days`).
+#[derive(Debug, Clone, Copy)]
+pub struct Lifecycle {
+    /// 0 keeps everything.
+    pub retention_days: u32,
+    pub wait_for_archive: crate::config::ArchiveGate,
+    /// 0 never compresses (TimescaleDB only).
+    pub compress_after_days: u32,
+}
+
+/// Days one retention pass looks at; the rest waits for the next pass.
+const RETENTION_DAYS_PER_PASS: i32 = 60;
+/// Chunks one compression pass compresses.
+const CHUNKS_PER_PASS: usize = 24;
+
+/// What one retention pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionOutcome {
+    pub dropped: usize,
+    /// Days kept because the archive does not hold them (verified) yet.
+    pub waiting_for_archive: usize,
+}
+
+/// Retention: removes whole UTC days older than `retention_days` — partitions and their rows in
+/// readings_default (plain PostgreSQL) or chunks (TimescaleDB), one transaction per day
+/// (`edge_mes_expire_day`), never a TimescaleDB policy. With the archive gate on, a day is
+/// removed only once the archive holds it, verified.
 #[instrument(skip(pool), err)]
-pub async fn apply_retention(pool: &PgPool, retention_days: u32) -> Result<(), DbError> {
-    if retention_days == 0 {
-        return Ok(());
+pub async fn apply_retention(
+    pool: &PgPool,
+    lifecycle: Lifecycle,
+) -> Result<RetentionOutcome, DbError> {
+    let mut outcome = RetentionOutcome::default();
+    if lifecycle.retention_days == 0 {
+        return Ok(outcome);
     }
-    let partitioned: bool = sqlx::query_scalar("SELECT edge_mes_readings_partitioned()")
-        .fetch_one(pool)
-        .await?;
-    if partitioned {
-        let cutoff = Utc::now()
-            .date_naive()
-            .checked_sub_days(Days::new(retention_days.into()));
-        if let Some(cutoff) = cutoff {
-            let dropped: i32 = sqlx::query_scalar("SELECT edge_mes_drop_partitions_before($1)")
-                .bind(cutoff)
+    let Some(cutoff) = Utc::now()
+        .date_naive()
+        .checked_sub_days(Days::new(lifecycle.retention_days.into()))
+    else {
+        return Ok(outcome);
+    };
+    let require_archive = match lifecycle.wait_for_archive {
+        crate::config::ArchiveGate::Always => true,
+        crate::config::ArchiveGate::Never => false,
+        crate::config::ArchiveGate::Auto => {
+            sqlx::query_scalar("SELECT edge_mes_archive_in_use()")
                 .fetch_one(pool)
-                .await?;
-            if dropped > 0 {
-                info!(dropped, %cutoff, "dropped expired readings partitions");
-            }
+                .await?
         }
-    } else {
-        sqlx::query(
-            "SELECT add_retention_policy('readings', make_interval(days => $1), if_not_exists => true)",
-        )
-        .bind(retention_days as i32)
-        .execute(pool)
+    };
+    let days: Vec<chrono::NaiveDate> = sqlx::query_scalar("SELECT edge_mes_expired_days($1, $2)")
+        .bind(cutoff)
+        .bind(RETENTION_DAYS_PER_PASS)
+        .fetch_all(pool)
         .await?;
+    for day in days {
+        let result: String = sqlx::query_scalar("SELECT edge_mes_expire_day($1, $2)")
+            .bind(day)
+            .bind(require_archive)
+            .fetch_one(pool)
+            .await?;
+        match result.as_str() {
+            "dropped" => outcome.dropped += 1,
+            "not_archived" => outcome.waiting_for_archive += 1,
+            _ => {}
+        }
     }
-    Ok(())
+    metrics::gauge!("ingest_retention_days_waiting_for_archive")
+        .set(outcome.waiting_for_archive as f64);
+    if outcome.dropped > 0 {
+        info!(days = outcome.dropped, %cutoff, "retention removed expired days of readings");
+    }
+    if outcome.waiting_for_archive > 0 {
+        warn!(
+            days = outcome.waiting_for_archive, %cutoff,
+            "retention keeps expired days the archive does not hold (verified) yet"
+        );
+    }
+    Ok(outcome)
+}
+
+/// TimescaleDB: compresses chunks older than `compress_after_days`, one per statement, at most
+/// [`CHUNKS_PER_PASS`]; returns how many. Nothing on plain PostgreSQL.
+#[instrument(skip(pool), err)]
+pub async fn compress(pool: &PgPool, compress_after_days: u32) -> Result<usize, DbError> {
+    if compress_after_days == 0 {
+        return Ok(0);
+    }
+    let before = Utc::now() - chrono::TimeDelta::days(compress_after_days.into());
+    let mut compressed = 0;
+    while compressed < CHUNKS_PER_PASS {
+        let chunk: Option<String> = sqlx::query_scalar("SELECT edge_mes_compress_one($1)")
+            .bind(before)
+            .fetch_one(pool)
+            .await?;
+        let Some(chunk) = chunk else { break };
+        info!(%chunk, "compressed readings chunk");
+        compressed += 1;
+    }
+    Ok(compressed)
 }
 
 /// Merges adjacent ledger ranges; returns the number of sources compacted.
@@ -106,12 +176,12 @@ pub async fn compact_ledger(pool: &PgPool, max_sources: i32) -> Result<i32, DbEr
         .await?)
 }
 
-/// Runs partition upkeep, retention and compaction until `shutdown`.
+/// Runs partition upkeep, retention, compression and ledger compaction until `shutdown`.
 pub async fn maintenance_loop(
     pool: PgPool,
     days_back: u32,
     days_ahead: u32,
-    retention_days: u32,
+    lifecycle: Lifecycle,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut compact = tokio::time::interval(Duration::from_secs(30));
@@ -125,8 +195,11 @@ pub async fn maintenance_loop(
                 if let Err(e) = ensure_partitions(&pool, days_back, days_ahead).await {
                     warn!(error = %e, "partition upkeep failed, will retry");
                 }
-                if let Err(e) = apply_retention(&pool, retention_days).await {
+                if let Err(e) = apply_retention(&pool, lifecycle).await {
                     warn!(error = %e, "retention failed, will retry");
+                }
+                if let Err(e) = compress(&pool, lifecycle.compress_after_days).await {
+                    warn!(error = %e, "compression failed, will retry");
                 }
             }
             _ = compact.tick() => {

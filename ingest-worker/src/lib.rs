@@ -93,7 +93,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
         pool.clone(),
         config.partition_days_back,
         config.partition_days_ahead,
-        config.retention_days,
+        db::Lifecycle {
+            retention_days: config.retention_days,
+            wait_for_archive: config.retention_wait_for_archive,
+            compress_after_days: config.compress_after_days,
+        },
         upkeep.clone(),
     ));
     let consumer =

@@ -1,4 +1,8 @@
+use std::time::Duration;
+
 use chrono::{Days, Utc};
+use ingest_worker::config::ArchiveGate;
+use ingest_worker::db::{Lifecycle, RetentionOutcome};
 use sqlx::PgPool;
 
 use crate::support::Env;
@@ -69,7 +73,13 @@ async fn daily_partitions_are_created_ahead_and_dropped_by_retention() {
         .unwrap();
     assert_eq!(routed, name);
     // Retention of 1 day drops the partitions of 2 days ago and yesterday, never today's.
-    ingest_worker::db::apply_retention(&pool, 1).await.unwrap();
+    let outcome = ingest_worker::db::apply_retention(&pool, lifecycle(1, ArchiveGate::Auto))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.dropped, 1,
+        "2 days ago; yesterday is not older than one day"
+    );
     let left: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_inherits WHERE inhparent = 'readings'::regclass",
     )
@@ -90,6 +100,109 @@ async fn daily_partitions_are_created_ahead_and_dropped_by_retention() {
         .await
         .unwrap();
     assert_eq!(exists, None);
+}
+
+fn lifecycle(retention_days: u32, wait_for_archive: ArchiveGate) -> Lifecycle {
+    Lifecycle {
+        retention_days,
+        wait_for_archive,
+        compress_after_days: 7,
+    }
+}
+
+async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn retention_empties_readings_default_waits_for_the_archive_and_zero_keeps_all() {
+    let (_env, pool) = migrated().await;
+    // 100 and 91 days ago (no partitions that far back: the rows sit in readings_default), and
+    // today's partition.
+    ingest_worker::db::ensure_partitions(&pool, 0, 0)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO readings (ts, site, resource_id, sensor, value)
+         SELECT now() - make_interval(days => d), 's', 'r', 'x', d
+         FROM unnest(ARRAY[100, 100, 91, 0]) d",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let old = "SELECT count(*) FROM readings WHERE ts < now() - interval '90 days'";
+    assert_eq!(count(&pool, old).await, 3);
+    // 0 keeps everything.
+    let kept = ingest_worker::db::apply_retention(&pool, lifecycle(0, ArchiveGate::Always))
+        .await
+        .unwrap();
+    assert_eq!(kept, RetentionOutcome::default());
+    // With the archive gate on and no archive: nothing goes, and the pass says how many days wait.
+    let waiting = ingest_worker::db::apply_retention(&pool, lifecycle(90, ArchiveGate::Always))
+        .await
+        .unwrap();
+    assert_eq!(
+        waiting,
+        RetentionOutcome {
+            dropped: 0,
+            waiting_for_archive: 2
+        }
+    );
+    assert_eq!(count(&pool, old).await, 3);
+    // auto: no archiver has written here, so retention does not wait.
+    let done = ingest_worker::db::apply_retention(&pool, lifecycle(90, ArchiveGate::Auto))
+        .await
+        .unwrap();
+    assert_eq!(done.dropped, 2);
+    assert_eq!(count(&pool, old).await, 0);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM readings").await,
+        1,
+        "today's row stays"
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM readings_default").await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_database_created_with_timescaledb_refuses_connections_on_a_server_without_it() {
+    let (env, pool) = migrated().await;
+    let settings = |timeout| service::db::PoolSettings {
+        application_name: "storage-test",
+        max_connections: 1,
+        acquire_timeout: timeout,
+        ping_if_idle_for: None,
+    };
+    let (engine, loaded): (String, bool) =
+        sqlx::query_as("SELECT engine, timescaledb_loaded FROM edge_mes_storage_state()")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((engine.as_str(), loaded), ("postgresql", false));
+    // What a database created with TimescaleDB looks like to a server without the preload.
+    sqlx::query("UPDATE edge_mes_storage SET engine = 'timescaledb'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let refused = service::db::connect(&env.db_url, &settings(Duration::from_secs(2))).await;
+    assert!(refused.is_err(), "a connection to it must be refused");
+    let database = env.db_url.rsplit('/').next().unwrap().to_owned();
+    let status = service::storage::status(&database).expect("a status after the check");
+    assert_eq!(status.engine, service::storage::Engine::TimescaleDb);
+    let problem = status.problem.expect("the reason");
+    assert!(problem.contains("shared_preload_libraries"), "{problem}");
+    // Restored: connections work again.
+    sqlx::query("UPDATE edge_mes_storage SET engine = 'postgresql'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let ok = service::db::connect(&env.db_url, &settings(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(count(&ok, "SELECT count(*) FROM readings").await, 0);
+    assert_eq!(service::storage::status(&database).unwrap().problem, None);
 }
 
 #[tokio::test]

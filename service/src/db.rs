@@ -196,7 +196,10 @@ pub async fn connect(url: &str, settings: &PoolSettings) -> Result<PgPool, DbSet
         .log_statements(tracing::log::LevelFilter::Trace);
     let mut pool_options = PgPoolOptions::new()
         .max_connections(settings.max_connections)
-        .acquire_timeout(settings.acquire_timeout);
+        .acquire_timeout(settings.acquire_timeout)
+        // Every connection checks, when it opens, that the storage engine the database was
+        // created with is loaded (crate::storage).
+        .after_connect(|conn, _| Box::pin(crate::storage::check(conn)));
     if let Some(idle) = settings.ping_if_idle_for {
         pool_options = pool_options
             .test_before_acquire(false)

@@ -7,10 +7,12 @@
 //! - [`retry`]: waiting out a dependency that is not up yet.
 //! - [`secrets`]: `X_FILE` for every secret variable `X` (Docker/Kubernetes secrets).
 //! - [`db`] (feature `db`): connect to PostgreSQL, creating the database when missing, and apply
-//!   the embedded migrations.
+//!   the embedded migrations; [`storage`]: the storage engine check of every pooled connection.
 
 #[cfg(feature = "db")]
 pub mod db;
+#[cfg(feature = "db")]
+pub mod storage;
 pub mod nats;
 pub mod retry;
 pub mod secrets;

@@ -93,6 +93,21 @@ async fn the_worker_login_loads_and_keeps_partitions_and_touches_nothing_else() 
     )
     .await;
     allowed(&worker, "SELECT edge_mes_compact_ledger(10)").await;
+    // Retention and compression (0022) as the worker's upkeep calls them; the storage check
+    // every connection makes.
+    allowed(
+        &worker,
+        "SELECT edge_mes_expired_days(current_date - 90, 10)",
+    )
+    .await;
+    allowed(
+        &worker,
+        "SELECT edge_mes_expire_day(current_date - 400, true)",
+    )
+    .await;
+    allowed(&worker, "SELECT edge_mes_archive_in_use()").await;
+    allowed(&worker, "SELECT edge_mes_compress_one(now())").await;
+    allowed(&worker, "SELECT * FROM edge_mes_storage_state()").await;
     for sql in [
         "SELECT * FROM op_run",
         "INSERT INTO sites (site_id, time_zone) VALUES ('X', 'UTC')",
@@ -127,6 +142,9 @@ async fn the_api_login_runs_production_and_cannot_write_readings_or_change_the_s
         "CREATE TABLE evil (x int)",
         "SELECT edge_mes_ensure_partitions(current_date, current_date + 1)",
         "SELECT edge_mes_drop_partitions_before(current_date)",
+        "SELECT edge_mes_expire_day(current_date - 400, false)",
+        "SELECT edge_mes_compress_one(now())",
+        "UPDATE edge_mes_storage SET engine = 'timescaledb'",
         "SELECT * FROM ingest_ledger",
         "UPDATE downtime_reasons SET planned = true",
         "DELETE FROM _sqlx_migrations",
