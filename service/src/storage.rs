@@ -13,8 +13,9 @@
 //! as the gauges `edge_mes_storage_engine{engine}` and `edge_mes_storage_usable`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::PgConnection;
 use tracing::{error, info, warn};
@@ -62,6 +63,10 @@ pub struct TimescaleDbNotLoaded;
 static STATUS: Mutex<Option<HashMap<String, StorageStatus>>> = Mutex::new(None);
 static ANNOUNCED: AtomicBool = AtomicBool::new(false);
 static CONVERSION_HINTED: AtomicBool = AtomicBool::new(false);
+/// When the refusal was last logged (seconds since the epoch): the pool retries connecting every
+/// few milliseconds, the log says it every [`REFUSAL_LOG_EVERY_SECS`].
+static REFUSAL_LOGGED_AT: AtomicU64 = AtomicU64::new(0);
+const REFUSAL_LOG_EVERY_SECS: u64 = 30;
 
 /// The last check's result for `database`; `None` before a migrated database was reached.
 pub fn status(database: &str) -> Option<StorageStatus> {
@@ -105,7 +110,17 @@ pub async fn check(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         },
     );
     if refused {
-        error!(engine = engine.as_str(), "{TimescaleDbNotLoaded}");
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = REFUSAL_LOGGED_AT.load(Ordering::Relaxed);
+        if now >= last + REFUSAL_LOG_EVERY_SECS
+            && REFUSAL_LOGGED_AT
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            error!(engine = engine.as_str(), "{TimescaleDbNotLoaded}");
+        }
         return Err(sqlx::Error::Configuration(Box::new(TimescaleDbNotLoaded)));
     }
     if !ANNOUNCED.swap(true, Ordering::Relaxed) {
