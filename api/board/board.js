@@ -209,6 +209,8 @@
 
   function updateCard(c, r) {
     c.dataset.state = r.state;
+    // A stop detected from the machine's own readings, while the run is not paused.
+    c.dataset.stopped = String(!!r.machine_stop && r.state === 'running');
     c.snapshotResource = r;
     setText(c.nameEl, r.name && r.name !== r.resource_id ? r.name : '');
     var run = r.run;
@@ -273,6 +275,9 @@
       if (r.state === 'paused') {
         setText(c.since, (reasonText(r.run.pause_reason) || 'paused') +
           (r.run.paused_since ? ' \u00b7 ' + age((now - Date.parse(r.run.paused_since)) / 1000) : ''));
+      } else if (r.machine_stop) {
+        setText(c.since, 'machine stopped \u00b7 ' + reasonText(r.machine_stop.reason_code) +
+          ' \u00b7 ' + age((now - Date.parse(r.machine_stop.since)) / 1000));
       }
     }
     (c.readingAges || []).forEach(function (x) {

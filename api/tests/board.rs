@@ -386,6 +386,28 @@ async fn board_state_shows_active_runs_with_exact_counts_shift_oee_and_last_read
     assert_eq!(reflow["state"], "idle");
     assert!(reflow["run"].is_null());
     assert_eq!(reflow["line_id"], Value::Null);
+    assert_eq!(smt["machine_stop"], Value::Null, "no stop detected");
+
+    // The machine's readings say SMT01 stands: an open detected stop shows on its card.
+    sqlx::query(
+        "INSERT INTO machine_stops (id, resource_id, started_at) VALUES (5, 'SMT01', now() - interval '90 seconds')",
+    )
+    .execute(&t.pool)
+    .await
+    .unwrap();
+    let stopped = get(&app, "/board/state").await;
+    let stop = &resource(&stopped.body, "SMT01")["machine_stop"];
+    assert_eq!(
+        (stop["stop_id"].as_i64(), stop["reason_code"].as_str()),
+        (Some(5), Some("unassigned")),
+        "{stop}"
+    );
+    assert!(stop["since"].is_string());
+    assert_eq!(
+        resource(&stopped.body, "SMT01")["state"],
+        "running",
+        "the run is not paused"
+    );
 
     // The same OEE as GET /kpi/oee reports for that shift (same SQL); the run is still going, so
     // only the count-based parts are compared exactly.

@@ -77,6 +77,18 @@ pub struct BoardResource {
     pub oee: Option<ShiftKpis>,
     /// Last reading of each sensor heard from in the lookback window, by sensor name.
     pub readings: Vec<LastReading>,
+    /// The machine stands: an open stop detected from its readings (`GET /machine_stops`),
+    /// whether or not a run is paused; `null` while it runs.
+    pub machine_stop: Option<BoardMachineStop>,
+}
+
+/// An open stop detected from a machine's readings.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BoardMachineStop {
+    pub stop_id: i64,
+    /// `unassigned` until an operator assigns a reason (`POST /machine_stops/{stop_id}/reason`).
+    pub reason_code: String,
+    pub since: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -213,9 +225,20 @@ struct ResourceRow {
     ideal_cycle_time_s: Option<f64>,
     pause_reason: Option<String>,
     paused_since: Option<DateTime<Utc>>,
+    stop_id: Option<i64>,
+    stop_reason: Option<String>,
+    stopped_since: Option<DateTime<Utc>>,
 }
 
 impl ResourceRow {
+    fn machine_stop(&mut self) -> Option<BoardMachineStop> {
+        Some(BoardMachineStop {
+            stop_id: self.stop_id?,
+            reason_code: self.stop_reason.take()?,
+            since: self.stopped_since?,
+        })
+    }
+
     fn run(&mut self) -> Option<BoardRun> {
         Some(BoardRun {
             op_run_id: self.op_run_id?,
@@ -279,7 +302,8 @@ pub async fn load(
                 res.line_id, r.op_run_id, r.work_order_id, r.operation_id, r.status, r.started_at,
                 greatest(extract(epoch FROM now() - r.started_at), 0)::float8 AS elapsed_seconds,
                 r.good_units, r.scrap_units, r.planned_seconds, r.ideal_cycle_time_s,
-                d.reason_code AS pause_reason, d.started_at AS paused_since
+                d.reason_code AS pause_reason, d.started_at AS paused_since,
+                ms.id AS stop_id, ms.reason_code AS stop_reason, ms.started_at AS stopped_since
          FROM resources res
          LEFT JOIN LATERAL (
              SELECT o.op_run_id, o.work_order_id, o.operation_id, o.status, o.started_at,
@@ -295,6 +319,12 @@ pub async fn load(
              WHERE od.op_run_id = r.op_run_id AND od.ended_at IS NULL
              LIMIT 1
          ) d ON true
+         LEFT JOIN LATERAL (
+             SELECT m.id, m.reason_code, m.started_at
+             FROM machine_stops m
+             WHERE m.resource_id = res.resource_id AND m.ended_at IS NULL
+             LIMIT 1
+         ) ms ON true
          WHERE $1::text IS NULL OR coalesce(res.site_id, r.site_id) = $1
          ORDER BY res.line_id NULLS LAST, res.resource_id
          LIMIT $2 + 1",
@@ -424,6 +454,7 @@ fn assemble(
         .into_iter()
         .map(|mut row| {
             let run = row.run();
+            let machine_stop = row.machine_stop();
             let state = match run.as_ref().map(|r| r.status.parse::<RunStatus>()) {
                 Some(Ok(RunStatus::Paused)) => ResourceState::Paused,
                 Some(_) => ResourceState::Running,
@@ -442,6 +473,7 @@ fn assemble(
                 state,
                 run,
                 oee,
+                machine_stop,
             }
         })
         .collect();
