@@ -79,7 +79,9 @@ viewer_token=$(demo_token viewer)
 operator_token=$(demo_token operator)
 admin_token=$(demo_token admin)
 
-start ingest-worker target/release/ingest-worker
+# The seed's sample is from 2025: keep it (the default 90-day retention would remove it at once;
+# production keeps the default, docs/operations.md "Storage lifecycle").
+start ingest-worker env READINGS_RETENTION_DAYS="${READINGS_RETENTION_DAYS:-0}" target/release/ingest-worker
 start mes-api target/release/mes-api
 wait_http "$API_LISTEN" "mes-api"
 # The seed's sample once (10 minutes of SMT01 in 2025; same box and state as earlier versions of

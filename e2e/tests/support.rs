@@ -48,6 +48,9 @@ impl Stack {
             .env("DATABASE_URL", &self.db_url)
             .env("EDGE_NAMESPACE", &self.tag)
             .env("RUST_LOG", "warn")
+            // The test data is from 2025 (the seed's sample day): the default 90-day retention
+            // would remove it while a test counts it. Retention has its own tests.
+            .env("READINGS_RETENTION_DAYS", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -132,6 +132,9 @@ async fn worker_killed_mid_batch_then_restarted_loads_everything_once() {
             .env("DATABASE_URL", &env.db_url)
             .env("EDGE_NAMESPACE", &env.tag)
             .env("RUST_LOG", "warn")
+            // 2025 test data: the default 90-day retention would remove it (tests/schema.rs
+            // tests retention).
+            .env("READINGS_RETENTION_DAYS", "0")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)

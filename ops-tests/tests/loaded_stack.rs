@@ -57,6 +57,8 @@ impl LoadedStack {
             .env("DATABASE_URL", &self.db_url)
             .env("EDGE_NAMESPACE", &self.tag)
             .env("RUST_LOG", "warn")
+            // The seed's sample day (2025-08-22) is older than the default 90-day retention.
+            .env("READINGS_RETENTION_DAYS", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
