@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use chrono::{Days, Utc};
+use chrono::{DateTime, Days, SecondsFormat, Utc};
 use sqlx::PgPool;
 use thiserror::Error;
 use tracing::{info, instrument, warn};
@@ -168,6 +168,58 @@ pub async fn compress(pool: &PgPool, compress_after_days: u32) -> Result<usize, 
     Ok(compressed)
 }
 
+/// Ranges of rollups one pass recomputes (each at most a day).
+const ROLLUP_RANGES_PER_PASS: i32 = 48;
+
+/// Brings `readings_1m` / `readings_1h` up to date with what was loaded (migration 0023's
+/// protocol: pending, apply, done): on plain PostgreSQL the function recomputes the range; on
+/// TimescaleDB the continuous aggregates are refreshed here, each `CALL` on its own outside a
+/// transaction block, as TimescaleDB requires. A range leaves the queue only after its refresh
+/// committed. Returns the ranges refreshed.
+#[instrument(skip(pool), err)]
+pub async fn refresh_rollups(pool: &PgPool) -> Result<usize, DbError> {
+    type Range = (DateTime<Utc>, DateTime<Utc>, Vec<i64>);
+    let pending: Vec<Range> =
+        sqlx::query_as("SELECT from_ts, to_ts, queued FROM edge_mes_rollup_pending($1)")
+            .bind(ROLLUP_RANGES_PER_PASS)
+            .fetch_all(pool)
+            .await?;
+    let mut refreshed = 0;
+    for (from, to, queued) in pending {
+        let applied: bool = sqlx::query_scalar("SELECT edge_mes_rollup_apply($1, $2)")
+            .bind(from)
+            .bind(to)
+            .fetch_one(pool)
+            .await?;
+        if !applied {
+            // Simple protocol, one statement each: the times are ours, formatted as literals.
+            let (from_lit, to_lit) = (
+                from.to_rfc3339_opts(SecondsFormat::Micros, true),
+                to.to_rfc3339_opts(SecondsFormat::Micros, true),
+            );
+            for view in ["readings_1m", "readings_1h"] {
+                let call = format!(
+                    "CALL refresh_continuous_aggregate('{view}', \
+                     '{from_lit}'::timestamptz, '{to_lit}'::timestamptz)"
+                );
+                sqlx::raw_sql(&call).execute(pool).await?;
+            }
+        }
+        sqlx::query("SELECT edge_mes_rollup_done($1, $2, $3)")
+            .bind(from)
+            .bind(to)
+            .bind(&queued)
+            .execute(pool)
+            .await?;
+        refreshed += 1;
+    }
+    if refreshed > 0 {
+        tracing::debug!(ranges = refreshed, "rollups refreshed");
+    }
+    metrics::counter!("ingest_rollup_ranges_refreshed_total").increment(refreshed as u64);
+    Ok(refreshed)
+}
+
 /// Merges adjacent ledger ranges; returns the number of sources compacted.
 pub async fn compact_ledger(pool: &PgPool, max_sources: i32) -> Result<i32, DbError> {
     Ok(sqlx::query_scalar("SELECT edge_mes_compact_ledger($1)")
@@ -205,6 +257,9 @@ pub async fn maintenance_loop(
             _ = compact.tick() => {
                 if let Err(e) = compact_ledger(&pool, 1000).await {
                     warn!(error = %e, "ledger compaction failed, will retry");
+                }
+                if let Err(e) = refresh_rollups(&pool).await {
+                    warn!(error = %e, "rollup refresh failed, will retry");
                 }
             }
         }

@@ -167,6 +167,50 @@ async fn retention_empties_readings_default_waits_for_the_archive_and_zero_keeps
 }
 
 #[tokio::test]
+async fn the_upkeep_brings_the_rollups_up_to_date_with_what_was_loaded() {
+    let (_env, pool) = migrated().await;
+    // A load as the loader writes it: rows and, in the same transaction, their ledger entry.
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO readings (ts, site, resource_id, sensor, value)
+         SELECT '2025-08-22T00:00:00Z'::timestamptz + i * interval '10 s', 'BKK', 'R1', 'temp', i
+         FROM generate_series(0, 719) i",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO ingest_ledger (source, byte_range, site, box_id, path, lines, rows_loaded,
+                                    rejected, min_ts, max_ts)
+         VALUES ('s1', int8range(0, 720), 'BKK', 'b', '/p', 720, 720, 0,
+                 '2025-08-22T00:00:00Z', '2025-08-22T01:59:50Z')",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let refreshed = ingest_worker::db::refresh_rollups(&pool).await.unwrap();
+    assert!(refreshed >= 1);
+    // Two hours of 10-second readings: 120 minutes of 6, 2 hours of 360; sums exact.
+    let (minutes, n, sum): (i64, i64, f64) =
+        sqlx::query_as("SELECT count(*), sum(n)::bigint, sum(sum) FROM readings_1m")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((minutes, n, sum), (120, 720, (0..720).sum::<i64>() as f64));
+    let hours: Vec<(i64, f64)> = sqlx::query_as("SELECT n, mean FROM readings_1h ORDER BY bucket")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(hours, vec![(360, 179.5), (360, 539.5)]);
+    assert_eq!(
+        ingest_worker::db::refresh_rollups(&pool).await.unwrap(),
+        0,
+        "nothing left"
+    );
+}
+
+#[tokio::test]
 async fn a_database_created_with_timescaledb_refuses_connections_on_a_server_without_it() {
     let (env, pool) = migrated().await;
     let settings = |timeout| service::db::PoolSettings {
