@@ -108,10 +108,17 @@ BEGIN
     END IF;
 END $$;
 
-COMMENT ON TABLE readings_1m IS
-    'Per-minute rollup of readings per site, resource and sensor (UTC minutes): n, sum, min, max, mean, m2 = sum of squared deviations from mean. Kept by edge_mes_rollup_apply (plain PostgreSQL) or a continuous aggregate (TimescaleDB).';
-COMMENT ON TABLE readings_1h IS
-    'Per-hour rollup of readings per site, resource and sensor (UTC hours), columns as readings_1m.';
+-- A table on plain PostgreSQL, a view on TimescaleDB (a continuous aggregate's user view).
+DO $$
+DECLARE
+    kind text := CASE (SELECT relkind FROM pg_class WHERE oid = 'readings_1m'::regclass)
+                     WHEN 'r' THEN 'TABLE' WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'VIEW' END;
+BEGIN
+    EXECUTE format('COMMENT ON %s readings_1m IS %L', kind,
+        'Per-minute rollup of readings per site, resource and sensor (UTC minutes): n, sum, min, max, mean, m2 = sum of squared deviations from mean. Kept by edge_mes_rollup_apply (plain PostgreSQL) or a continuous aggregate (TimescaleDB).');
+    EXECUTE format('COMMENT ON %s readings_1h IS %L', kind,
+        'Per-hour rollup of readings per site, resource and sensor (UTC hours), columns as readings_1m.');
+END $$;
 
 -- True when the rollups are TimescaleDB continuous aggregates (refreshed by CALL
 -- refresh_continuous_aggregate), false when they are tables kept by edge_mes_rollup_apply.
