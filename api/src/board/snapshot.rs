@@ -508,6 +508,9 @@ mod tests {
             ideal_cycle_time_s: None,
             pause_reason: None,
             paused_since: None,
+            stop_id: None,
+            stop_reason: None,
+            stopped_since: None,
         }
     }
 
