@@ -11,4 +11,5 @@ mod inputs;
 mod pipeline;
 mod shutdown;
 mod simulator;
+mod site_gateway;
 mod support;

@@ -141,6 +141,12 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "human")]
     pub log_format: LogFormat,
+
+    /// Site gateways whose streams READINGS sources, comma-separated: `BKK` (the site as its
+    /// shippers send it; JetStream domain `bkk`) or `BKK=<domain>`. Added at start if missing,
+    /// never removed; other sources are kept (docs/scaling.md).
+    #[arg(long = "site-gateway", env = "INGEST_SITE_GATEWAYS", value_delimiter = ',')]
+    pub site_gateways: Vec<crate::site_gateway::SiteGateway>,
 }
 
 impl Config {

@@ -219,9 +219,8 @@ async fn create_fresh(
     carried_over: Option<&stream::Config>,
 ) -> Result<PullConsumer, SetupError> {
     let mut cfg = readings_config(names, config);
-    if let Some(old) = carried_over {
-        cfg.sources = old.sources.clone();
-    }
+    let kept = carried_over.and_then(|old| old.sources.clone());
+    cfg.sources = crate::site_gateway::merge_sources(kept, &config.site_gateways, names);
     match js.create_stream(cfg).await {
         Ok(_) => info!(stream = %names.readings_stream, "stream created"),
         Err(e)
@@ -241,7 +240,8 @@ async fn create_fresh(
 }
 
 /// Makes sure the consumer exists and applies our settings to the work-queue stream, keeping the
-/// `sources` an operator configured (a hub aggregating site gateways).
+/// `sources` an operator configured (a hub aggregating site gateways) and adding the configured
+/// site gateways ([`crate::site_gateway`]).
 async fn apply(
     js: &Context,
     names: &Names,
@@ -258,9 +258,8 @@ async fn apply(
             source,
         })?;
     let mut cfg = readings_config(names, config);
-    if let Some(current) = current {
-        cfg.sources = current.sources.clone();
-    }
+    let kept = current.and_then(|current| current.sources.clone());
+    cfg.sources = crate::site_gateway::merge_sources(kept, &config.site_gateways, names);
     update_stream(js, cfg).await?;
     info!(stream = %name, consumer = %names.consumer, retention = "workqueue", "stream and durable consumer ready");
     Ok(consumer)

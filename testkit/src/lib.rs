@@ -6,6 +6,9 @@
 //! - [`data`]: JSONL generators whose exact expected results (rows, rejections by reason) are
 //!   computed with the protocol crate's own validator.
 //! - [`bins`]: locating the workspace's binaries for end-to-end tests.
+//! - [`cluster`]: a private three-node JetStream cluster (kill, restart, stream leaders).
+//! - [`gateway`]: a private site gateway (leaf node, own JetStream domain) behind a relay that
+//!   cuts and restores its WAN link.
 //!
 //! Ordinary (non-fault) tests may use servers named by environment variables instead, through
 //! [`nats_for_test`] and [`pg_for_test`]; tests give every database and stream a
@@ -31,13 +34,17 @@
 //! tests never see.
 
 pub mod bins;
+pub mod cluster;
 pub mod data;
+pub mod gateway;
 pub mod nats;
 pub mod postgres;
 mod process;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use cluster::NatsCluster;
+pub use gateway::{GatewayOptions, SiteGateway};
 pub use nats::NatsServer;
 pub use postgres::{PgOptions, PgServer};
 
