@@ -72,14 +72,14 @@ fn gateway_stream(names: &Names, max_bytes: i64) -> stream::Config {
 }
 
 /// One box's growing file: lines appended in chunks, their expected outcome kept.
-struct BoxFile {
-    path: PathBuf,
+pub(crate) struct BoxFile {
+    pub path: PathBuf,
     gen: ReadingGen,
-    expected: Expected,
+    pub expected: Expected,
 }
 
 impl BoxFile {
-    fn new(stack: &Stack, box_id: &str, seed: u64) -> Self {
+    pub fn new(stack: &Stack, box_id: &str, seed: u64) -> Self {
         let start = Utc.with_ymd_and_hms(2026, 11, 3, 0, 0, 0).unwrap()
             + chrono::Duration::minutes(i64::try_from(seed).unwrap());
         Self {
@@ -89,7 +89,7 @@ impl BoxFile {
         }
     }
 
-    fn append(&mut self, n: usize) {
+    pub fn append(&mut self, n: usize) {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -105,7 +105,7 @@ impl BoxFile {
     }
 }
 
-fn expected_of(files: &[BoxFile]) -> Expected {
+pub(crate) fn expected_of(files: &[BoxFile]) -> Expected {
     let mut e = Expected::default();
     for f in files {
         e.merge(&f.expected);
@@ -115,7 +115,7 @@ fn expected_of(files: &[BoxFile]) -> Expected {
 
 /// True once every shipper (metrics ports) read its files to the end and has every message
 /// acknowledged: what it shipped is in a stream.
-async fn all_acked(ports: &[u16]) -> bool {
+pub(crate) async fn all_acked(ports: &[u16]) -> bool {
     for &p in ports {
         if metric(p, "edge_shipper_bytes_behind").await != Some(0.0) {
             return false;
@@ -180,7 +180,7 @@ async fn ledger_ends(stack: &Stack) -> BTreeMap<String, i64> {
     rows.into_iter().collect()
 }
 
-async fn ledger_lines(stack: &Stack) -> i64 {
+pub(crate) async fn ledger_lines(stack: &Stack) -> i64 {
     let pool = stack.pool().await;
     let n: i64 = sqlx::query_scalar("SELECT coalesce(sum(lines), 0)::int8 FROM ingest_ledger")
         .fetch_one(&pool)
