@@ -25,6 +25,9 @@ pub enum Part {
     /// edge-mes-archiver on one closed day of `--readings` rows: rows/s, MiB/s of Parquet, its
     /// share of a core (issue 16). Not in the default set; ask for it with `--only archive`.
     Archive,
+    /// A 30-day panel query on raw readings against the rollups readings_1h and readings_1m,
+    /// and the cost of refreshing them (issue 16). Not in the default set: `--only rollups`.
+    Rollups,
 }
 
 /// How the private PostgreSQL is configured.
@@ -79,7 +82,7 @@ pub struct Config {
     #[arg(long, env = "BENCH_QUICK")]
     pub quick: bool,
 
-    /// Parts to run, comma separated: backfill, live, api, footprint, buffer, archive.
+    /// Parts to run, comma separated: backfill, live, api, footprint, buffer, archive, rollups.
     #[arg(long, env = "BENCH_ONLY", value_enum, value_delimiter = ',',
         default_values_t = [Part::Backfill, Part::Live, Part::Api, Part::Footprint, Part::Buffer])]
     pub only: Vec<Part>,
@@ -288,6 +291,15 @@ pub struct Config {
     #[arg(long, env = "BENCH_API_MAX_SECS")]
     pub api_max_secs: Option<u64>,
 
+    /// Rollups: whole UTC days of readings up to yesterday, one reading per 10 s and series
+    /// [default: 30; 2 with --quick].
+    #[arg(long, env = "BENCH_ROLLUP_DAYS", value_parser = clap::value_parser!(u32).range(1..=366))]
+    pub rollup_days: Option<u32>,
+
+    /// Rollups: series (resource × sensor) loaded [default: 8; 2 with --quick].
+    #[arg(long, env = "BENCH_ROLLUP_SERIES", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rollup_series: Option<u32>,
+
     /// API: keep-alive HTTP/1.1 connections the reports are spread over (a request waits for a
     /// free connection when all are busy; its latency still counts from its scheduled time).
     #[arg(long, env = "BENCH_API_CONNECTIONS", default_value_t = 32,
@@ -434,6 +446,14 @@ impl Config {
 
     pub fn api_max_secs(&self) -> u64 {
         self.pick(self.api_max_secs, 10, 2)
+    }
+
+    pub fn rollup_days(&self) -> u32 {
+        self.pick(self.rollup_days, 30, 2)
+    }
+
+    pub fn rollup_series(&self) -> u32 {
+        self.pick(self.rollup_series, 8, 2)
     }
 
     /// Extra mes-api arguments, blanks dropped.

@@ -18,6 +18,8 @@
 //! - [`footprint`]: part 4 (edge-shipper memory and CPU).
 //! - [`buffer`]: part 5 (READINGS carries many times its size limit; `--soak`).
 //! - [`archive`]: edge-mes-archiver on a day of readings (`--only archive`, issue 16).
+//! - [`rollups`]: a 30-day panel query on raw readings and on the rollups (`--only rollups`,
+//!   issue 16).
 //! - [`machine`], [`report`]: the machine description, targets, tables and JSON.
 
 pub mod api;
@@ -35,6 +37,7 @@ pub mod machine;
 pub mod monitored;
 pub mod procstat;
 pub mod report;
+pub mod rollups;
 pub mod servers;
 pub mod stack;
 pub mod visibility;
@@ -116,6 +119,12 @@ pub async fn run(config: Config, command: String) -> anyhow::Result<Report> {
         match archive::run(&bench).await {
             Ok((_, checks)) => report.checks.extend(checks),
             Err(e) => report.errors.push(format!("archive: {e:#}")),
+        }
+    }
+    if bench.config.runs(Part::Rollups) {
+        match rollups::run(&bench).await {
+            Ok((_, checks)) => report.checks.extend(checks),
+            Err(e) => report.errors.push(format!("rollups: {e:#}")),
         }
     }
     if bench.config.runs(Part::Api) {
