@@ -290,3 +290,69 @@ async fn rows_removed_without_a_release_never_shrink_a_part() {
     );
     assert!(parts[0].sealed_at.is_some());
 }
+
+#[tokio::test]
+async fn the_archiver_runs_as_a_login_in_edge_mes_archiver() {
+    let env = Env::new().await;
+    env.load(1, day(20), &SERIES, 200).await;
+    let login = testkit::unique_name("archiver_login");
+    sqlx::query(&format!(
+        "CREATE ROLE {login} LOGIN PASSWORD 'pw' IN ROLE edge_mes_archiver"
+    ))
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let url = testkit::with_login(&env.db_url, &login, "pw");
+    let out = env
+        .command(&["run", "--once", "--grace-minutes", "0"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = env
+        .command(&["verify"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut conn = env.pool.acquire().await.unwrap();
+    let parts = db::parts_of_day(&mut conn, day(20)).await.unwrap();
+    assert_eq!(parts.len(), 1);
+    assert_eq!(parts[0].rows, 600);
+    assert!(parts[0].verified_at.is_some());
+    // It never owned anything.
+    let owned: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM pg_class WHERE relowner = '{login}'::regrole"
+    ))
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(owned, 0);
+    // Retention's login may ask and release.
+    let worker = testkit::unique_name("worker_login");
+    sqlx::query(&format!(
+        "CREATE ROLE {worker} LOGIN PASSWORD 'pw' IN ROLE edge_mes_worker"
+    ))
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let wpool = sqlx::PgPool::connect(&testkit::with_login(&env.db_url, &worker, "pw"))
+        .await
+        .unwrap();
+    let released: bool = sqlx::query_scalar("SELECT edge_mes_archive_release_day($1)")
+        .bind(day(20))
+        .fetch_one(&wpool)
+        .await
+        .unwrap();
+    assert!(released);
+}
