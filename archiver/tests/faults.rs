@@ -127,3 +127,106 @@ async fn archiver_killed_mid_archive_again_and_again_leaves_every_row_in_one_liv
     // And a further run has nothing to do.
     assert_eq!(env.pass().await.days_archived, 0);
 }
+
+#[tokio::test]
+async fn replay_killed_mid_way_and_run_again_loads_every_row_once() {
+    let env = Env::with(PgHandle::Private(PgServer::start().await.unwrap())).await;
+    for (i, d) in [20u32, 21, 22, 23].into_iter().enumerate() {
+        env.load(i as u64 + 1, day(d), &SERIES, 4000).await;
+    }
+    assert_eq!(env.pass().await.days_archived, 4);
+    let url = env
+        .pg
+        .create_database(&testkit::unique_name("replay_kill"))
+        .await
+        .unwrap();
+    let target = crate::support::migrated_pool(&url).await;
+    let replayed = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM archive_replays")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let mut killed = 0;
+    for round in 1..=3i64 {
+        let mut child = env
+            .command(&["replay", "--from", "2025-08-20", "--to", "2025-08-23"])
+            .env("DATABASE_URL", &url)
+            .spawn()
+            .unwrap();
+        // Kill once `round` parts are in (the next one is then under way), or let it finish.
+        let mut exited = false;
+        assert!(
+            eventually(Duration::from_secs(60), || {
+                exited = matches!(child.try_wait(), Ok(Some(_)));
+                let target = target.clone();
+                async move { exited || replayed(target).await >= round }
+            })
+            .await,
+            "round {round}: replay made no progress"
+        );
+        if !exited {
+            child.start_kill().unwrap();
+            if child.wait().await.unwrap().code().is_none() {
+                killed += 1;
+            }
+        }
+    }
+    assert!(killed >= 1, "no kill landed mid-replay");
+    let out = env
+        .command(&["replay", "--from", "2025-08-20", "--to", "2025-08-23"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(replayed(target.clone()).await, 4);
+    for d in [20u32, 21, 22, 23] {
+        assert_eq!(
+            crate::support::day_sums(&target, day(d)).await,
+            env.day_sums(day(d)).await,
+            "{}",
+            day(d)
+        );
+    }
+}
+
+#[tokio::test]
+async fn run_stops_cleanly_on_sigterm() {
+    let env = Env::new().await;
+    env.load(1, day(20), &SERIES, 300).await;
+    let mut child = env
+        .command(&["run", "--grace-minutes", "0", "--poll-secs", "1"])
+        .spawn()
+        .unwrap();
+    let pool = env.pool.clone();
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, bool>(
+                    "SELECT EXISTS (SELECT 1 FROM archive_parts WHERE verified_at IS NOT NULL)",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+            }
+        })
+        .await,
+        "the day was archived and verified"
+    );
+    let pid = child.id().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("exits within its shutdown timeout")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
