@@ -610,3 +610,113 @@ async fn a_gateway_whose_disk_budget_fills_makes_shippers_wait_and_loses_nothing
         outage.as_secs_f64()
     );
 }
+
+/// edge-shipper of `box_id` at site `site`, until it caught up.
+fn shipper_at(stack: &Stack, site: &str, box_id: &str) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(testkit::bins::bin_path("edge-shipper").unwrap());
+    c.env("NATS_URL", stack.nats.url())
+        .env("EDGE_NAMESPACE", &stack.tag)
+        .env("RUST_LOG", "warn")
+        .arg("--watch")
+        .arg(format!("{}/*.jsonl", stack.box_dir(box_id).display()))
+        .arg("--state-dir")
+        .arg(stack.state_dir(box_id))
+        .args(["--site", site, "--box-id", box_id, "--until-caught-up"])
+        .args(["--rescan-interval-ms", "200", "--linger-ms", "20"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true);
+    c
+}
+
+/// Rows per (resource, sensor) and per site of the database at `url`.
+async fn rows_of(url: &str) -> (BTreeMap<(String, String), u64>, BTreeMap<String, u64>) {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let series: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT resource_id, sensor, count(*) FROM readings GROUP BY 1, 2")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let sites: Vec<(String, i64)> =
+        sqlx::query_as("SELECT site, count(*) FROM readings GROUP BY 1")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    (
+        series
+            .into_iter()
+            .map(|(r, s, n)| ((r, s), n as u64))
+            .collect(),
+        sites.into_iter().map(|(s, n)| (s, n as u64)).collect(),
+    )
+}
+
+#[tokio::test]
+async fn plant_workers_each_load_only_their_site_into_their_own_database() {
+    let stack = Stack::new().await;
+    let names = Names::isolated(&stack.tag);
+    let ber_db = stack
+        .pg
+        .create_database(&testkit::unique_name("ber"))
+        .await
+        .unwrap();
+    let plant = |site: &str, db: &str| {
+        let mut c = stack.worker(&["--sites", site]);
+        c.env("DATABASE_URL", db);
+        c
+    };
+    // Each plant's worker sets up its database and its own consumer.
+    for (site, db) in [("BKK", &stack.db_url), ("BER", &ber_db)] {
+        let status = plant(site, db)
+            .args(["--until-idle", "1"])
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success());
+    }
+    let mut bkk = BoxFile::new(&stack, "bkk-1", 500);
+    bkk.append(3_000);
+    let mut ber = BoxFile::new(&stack, "ber-1", 501);
+    ber.append(2_000);
+    for (site, box_id) in [("BKK", "bkk-1"), ("BER", "ber-1")] {
+        let status = shipper_at(&stack, site, box_id).status().await.unwrap();
+        assert!(status.success());
+    }
+    for (site, db) in [("BKK", &stack.db_url), ("BER", &ber_db)] {
+        let status = plant(site, db)
+            .args(["--until-idle", "2"])
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success());
+    }
+    for (site, db, file) in [("BKK", &stack.db_url, &bkk), ("BER", &ber_db, &ber)] {
+        let (series, sites) = rows_of(db).await;
+        assert_eq!(series, file.expected.per_series, "{site}'s database");
+        assert_eq!(
+            sites,
+            BTreeMap::from([(site.to_owned(), file.expected.valid)]),
+            "only {site}'s readings in its database"
+        );
+    }
+    let js = jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
+    let mut stream = js.get_stream(&names.readings_stream).await.unwrap();
+    assert_eq!(
+        stream.info().await.unwrap().state.messages,
+        0,
+        "both plants took their part"
+    );
+    for site in ["BKK", "BER"] {
+        let consumer = format!("{}_{site}", names.consumer);
+        let info = stream.consumer_info(&consumer).await.unwrap();
+        assert_eq!(
+            info.config.filter_subject,
+            format!("{}.{site}.>", names.readings_prefix)
+        );
+    }
+    eprintln!(
+        "plants: BKK's worker loaded {} readings into its database, BER's {} into its own, from one stream",
+        bkk.expected.valid, ber.expected.valid
+    );
+}

@@ -147,15 +147,22 @@ pub struct Config {
     /// never removed; other sources are kept (docs/scaling.md).
     #[arg(long = "site-gateway", env = "INGEST_SITE_GATEWAYS", value_delimiter = ',')]
     pub site_gateways: Vec<crate::site_gateway::SiteGateway>,
+
+    /// Load only these sites, comma-separated (one database per plant): the consumer takes only
+    /// their subjects and has a durable name of its own (`ingest_BER_BKK`). Empty: all sites,
+    /// durable `ingest`. Filters of deployments on one stream must not overlap.
+    #[arg(long, env = "INGEST_SITES", value_delimiter = ',')]
+    pub sites: Vec<crate::site_filter::Site>,
 }
 
 impl Config {
     pub fn names(&self) -> Names {
-        if self.namespace.is_empty() {
+        let names = if self.namespace.is_empty() {
             Names::default()
         } else {
             Names::isolated(&self.namespace)
-        }
+        };
+        crate::site_filter::limit_names(names, &self.sites)
     }
 
     pub fn limits(&self) -> Limits {

@@ -144,8 +144,9 @@ fn consumer_config(names: &Names, config: &Config) -> pull::Config {
         // Never give up on a message: a database outage must not exhaust deliveries.
         max_deliver: -1,
         max_ack_pending: config.max_ack_pending,
-        // No filter: the stream carries readings only (its own subjects and sourced gateways).
-        ..Default::default()
+        // No filter: the stream carries readings only (its own subjects and sourced gateways);
+        // a deployment limited to some sites (`--sites`) takes only theirs.
+        ..crate::site_filter::consumer_filter(names, &config.sites)
     }
 }
 
@@ -203,6 +204,14 @@ pub async fn ensure(js: &Context, names: &Names, config: &Config) -> Result<Read
             RetentionPolicy::WorkQueue => Ok(Readings::Ready(
                 apply(js, names, config, Some(&current)).await?,
             )),
+            // Draining an old stream loads every site: not for a deployment limited to some.
+            RetentionPolicy::Limits | RetentionPolicy::Interest if !config.sites.is_empty() => {
+                Err(SetupError::Unsupported {
+                    name: name.clone(),
+                    problem: "has the retention of an earlier version; upgrade it with a worker \
+                              without --sites before starting workers limited to sites",
+                })
+            }
             RetentionPolicy::Limits | RetentionPolicy::Interest => {
                 Ok(Readings::Sealed(seal(js, names, config, current).await?))
             }

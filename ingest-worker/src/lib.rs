@@ -5,6 +5,7 @@
 //! - [`jetstream`]: NATS connection, streams and the shared durable consumer.
 //! - [`stream_upgrade`]: replacing a limits-retention `READINGS` of an earlier version.
 //! - [`site_gateway`]: site gateways (`--site-gateway`) as sources of `READINGS`.
+//! - [`site_filter`]: a deployment limited to some sites (`--sites`).
 //! - [`backlog`]: what waits in `READINGS`, as metrics and early warnings.
 //! - [`identity`]: the subject, which the server bound to the box, against the headers.
 //! - [`decode`]: a message's lines to binary COPY rows and rejections, with byte offsets.
@@ -25,6 +26,7 @@ pub mod ledger;
 pub mod loader;
 pub mod metrics;
 pub mod pipeline;
+pub mod site_filter;
 pub mod site_gateway;
 pub mod stream_upgrade;
 
