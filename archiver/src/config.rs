@@ -82,6 +82,10 @@ pub struct RunArgs {
     /// Archive what is pending once and exit (backfills, tests, benchmarks).
     #[arg(long, env = "ARCHIVER_ONCE")]
     pub once: bool,
+
+    /// Serve Prometheus metrics on this address (e.g. 0.0.0.0:9104).
+    #[arg(long, env = "ARCHIVER_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl RunArgs {

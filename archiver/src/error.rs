@@ -24,6 +24,12 @@ pub enum ArchiveError {
     /// The archive's state is not what this release can continue from.
     #[error("archive state: {0}")]
     State(String),
+    /// The `/metrics` listener could not start.
+    #[error("cannot serve metrics on {addr}: {detail}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        detail: String,
+    },
     /// Replay refused a day (its rows are live in the database, or the archive differs from
     /// what was replayed).
     #[error("replay refused: {0}")]

@@ -16,6 +16,7 @@
 //! - [`archive`]: archiving one day.
 //! - [`verify`]: re-reading manifests and files.
 //! - [`replay`]: loading the archive back, exactly once.
+//! - [`metrics`]: Prometheus metrics of `run`.
 
 pub mod archive;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod error;
 pub mod layout;
 pub mod manifest;
 pub mod merkle;
+pub mod metrics;
 pub mod parquet_file;
 pub mod replay;
 pub mod schema;
@@ -81,12 +83,15 @@ pub async fn archive_pass(
         days.dedup();
     }
     let mut report = PassReport::default();
+    let pending = days.len();
     for day in days {
         if shutdown.is_cancelled() {
             break;
         }
+        let started = std::time::Instant::now();
         match archive::archive_day(pool, store, day, shutdown).await {
             Ok(DayOutcome::Archived { rows, bytes, .. }) => {
+                metrics::day_archived(rows, bytes, started.elapsed());
                 report.days_archived += 1;
                 report.rows += rows;
                 report.bytes += bytes;
@@ -96,6 +101,7 @@ pub async fn archive_pass(
             }
             Ok(_) => {}
             Err(e) => {
+                metrics::day_failed();
                 report.failures += 1;
                 warn!(%day, error = %e, "archiving the day failed; retried at the next pass");
             }
@@ -104,6 +110,7 @@ pub async fn archive_pass(
     if !shutdown.is_cancelled() {
         verify::verify_unverified(pool, store).await?;
     }
+    metrics::pass_done(pending, Utc::now().timestamp());
     Ok(report)
 }
 
@@ -115,6 +122,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<PassReport, ArchiveError> {
     let store = Store::open(&config.target)?;
+    if let Some(addr) = args.metrics_addr {
+        metrics::install(addr)
+            .map_err(|e| ArchiveError::State(format!("metrics on {addr}: {e}")))?;
+        info!(%addr, "serving metrics");
+    }
     let pool = open_database(&config).await?;
     let mut lock = pool.acquire().await?;
     let mut waited = false;

@@ -199,8 +199,22 @@ async fn replay_killed_mid_way_and_run_again_loads_every_row_once() {
 async fn run_stops_cleanly_on_sigterm() {
     let env = Env::new().await;
     env.load(1, day(20), &SERIES, 300).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
     let mut child = env
-        .command(&["run", "--grace-minutes", "0", "--poll-secs", "1"])
+        .command(&[
+            "run",
+            "--grace-minutes",
+            "0",
+            "--poll-secs",
+            "1",
+            "--metrics-addr",
+            &addr,
+        ])
         .spawn()
         .unwrap();
     let pool = env.pool.clone();
@@ -219,6 +233,18 @@ async fn run_stops_cleanly_on_sigterm() {
         .await,
         "the day was archived and verified"
     );
+    // The pass's figures are on /metrics.
+    let mut metrics = String::new();
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            metrics = scrape(&addr);
+            let ok = metrics.contains("archive_rows_total 900")
+                && metrics.contains("archive_days_total 1");
+            async move { ok }
+        })
+        .await,
+        "{metrics}"
+    );
     let pid = child.id().unwrap();
     std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -229,4 +255,17 @@ async fn run_stops_cleanly_on_sigterm() {
         .expect("exits within its shutdown timeout")
         .unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+/// `GET /metrics` over a plain TCP connection (empty on any error).
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut out = String::new();
+    let _ = conn.read_to_string(&mut out);
+    out
 }
