@@ -257,6 +257,21 @@ mod tests {
         assert!(!is_staging_name("a#"));
     }
 
+    #[test]
+    fn s3_targets_are_parsed() {
+        let mut args = TargetArgs::local(PathBuf::from("/unused"));
+        args.target = "s3://archive-bucket/plant/bkk/".into();
+        args.s3_endpoint = Some("http://127.0.0.1:9000".into());
+        args.s3_allow_http = true;
+        args.s3_access_key_id = Some("id".parse().unwrap());
+        args.s3_secret_access_key = Some("secret".parse().unwrap());
+        let store = Store::open(&args).unwrap();
+        assert!(store.local_root().is_none());
+        assert_eq!(store.display, "s3://archive-bucket/plant/bkk/");
+        args.target = "s3://".into();
+        assert!(matches!(Store::open(&args), Err(StoreError::Target { .. })));
+    }
+
     #[tokio::test]
     async fn local_put_get_list_delete() {
         let dir = tempfile::tempdir().unwrap();
