@@ -122,6 +122,9 @@ async fn finish(stack: &Stack, mut shippers: Vec<Child>, mut worker: Child, file
 
 #[tokio::test]
 async fn readings_leader_sigkilled_while_shippers_publish_and_the_worker_loads() {
+    if testkit::gateway::skip_without_modern_nats() {
+        return;
+    }
     let (mut cluster, stack) = cluster_stack().await;
     let names = Names::isolated(&stack.tag);
     let (worker, leader) = worker_on_r3(&cluster, &stack).await;
@@ -181,6 +184,9 @@ async fn readings_leader_sigkilled_while_shippers_publish_and_the_worker_loads()
 
 #[tokio::test]
 async fn rolling_restart_of_all_three_nodes_under_load_loses_and_doubles_nothing() {
+    if testkit::gateway::skip_without_modern_nats() {
+        return;
+    }
     let (mut cluster, stack) = cluster_stack().await;
     let names = Names::isolated(&stack.tag);
     let (worker, _) = worker_on_r3(&cluster, &stack).await;
@@ -216,6 +222,9 @@ async fn rolling_restart_of_all_three_nodes_under_load_loses_and_doubles_nothing
 
 #[tokio::test]
 async fn outbox_relay_delivers_run_events_in_order_across_an_op_run_leader_change() {
+    if testkit::gateway::skip_without_modern_nats() {
+        return;
+    }
     let (mut cluster, stack) = cluster_stack().await;
     let names = OpRunNames::isolated(&stack.tag);
     let token = stack.api_token("operator").await;

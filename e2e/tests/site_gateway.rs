@@ -237,6 +237,9 @@ fn standard(mut c: tokio::process::Command) -> tokio::process::Command {
 
 #[tokio::test]
 async fn site_gateway_with_box_keys_rides_out_a_wan_cut_and_a_gateway_restart() {
+    if testkit::gateway::skip_without_modern_nats() {
+        return;
+    }
     let (hub, leaf_port) = testkit::gateway::start_hub("").await.unwrap();
     let hub_url = hub.url();
     let stack = Stack::with(
@@ -446,6 +449,9 @@ async fn site_gateway_with_box_keys_rides_out_a_wan_cut_and_a_gateway_restart() 
 
 #[tokio::test]
 async fn a_gateway_whose_disk_budget_fills_makes_shippers_wait_and_loses_nothing() {
+    if testkit::gateway::skip_without_modern_nats() {
+        return;
+    }
     const BUDGET: u64 = 3 * 1024 * 1024;
     let (hub, leaf_port) = testkit::gateway::start_hub("").await.unwrap();
     let hub_url = hub.url();

@@ -19,6 +19,20 @@ use tokio::sync::watch;
 
 use crate::nats::{free_port, modern_binary, NatsServer};
 
+/// Says to skip a test that needs the pinned nats-server ([`modern_binary`]) when it is missing
+/// and `EDGE_MES_SKIP_MISSING_TOOLS=1` (printing why); without that variable a missing binary
+/// fails the test, naming the install command (`.ci/tools.sh`).
+pub fn skip_without_modern_nats() -> bool {
+    match modern_binary() {
+        Ok(_) => false,
+        Err(e) if std::env::var("EDGE_MES_SKIP_MISSING_TOOLS").as_deref() == Ok("1") => {
+            eprintln!("SKIPPED (EDGE_MES_SKIP_MISSING_TOOLS=1): {e:#}");
+            true
+        }
+        Err(e) => panic!("{e:#} (or set EDGE_MES_SKIP_MISSING_TOOLS=1 to skip)"),
+    }
+}
+
 /// A hub for gateways: `nats-server -js` in JetStream domain `hub`, a leaf-node listener on
 /// 127.0.0.1, and `extra` config (e.g. accounts) appended. Returns the server and its leaf port.
 ///
