@@ -279,30 +279,54 @@ async fn site_gateway_with_box_keys_rides_out_a_wan_cut_and_a_gateway_restart() 
         .await
         .unwrap();
 
-    // The worker adds the source; a second start leaves it as it is (one source, not two).
+    // The worker adds the source. An operator adds one of their own; the worker's later starts
+    // keep both and add nothing (checked at the end, after three starts).
     let worker_args = ["--site-gateway", SITE, "--concurrency", "1"];
     let status = standard(stack.worker(&[&worker_args[..], &["--until-idle", "1"]].concat()))
         .status()
         .await
         .unwrap();
     assert!(status.success());
-    let mut worker = standard(stack.worker(&worker_args)).spawn().unwrap();
     let hub_js = jetstream::new(async_nats::connect(&hub_url).await.unwrap());
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            stack.readings().await == 0
-                && ledger_lines(&stack).await == 0
-                && sources(&hub_js, &names.readings_stream).await.len() == 1
-        })
-        .await
-    );
-    let source = &sources(&hub_js, &names.readings_stream).await[0];
-    assert_eq!(source.name, "READINGS");
+    let gateway_source = sources(&hub_js, &names.readings_stream).await;
+    assert_eq!(gateway_source.len(), 1, "{gateway_source:?}");
+    let gateway_source = gateway_source[0].clone();
+    assert_eq!(gateway_source.name, "READINGS");
     assert_eq!(
-        source.filter_subject.as_deref(),
+        gateway_source.filter_subject.as_deref(),
         Some("edge.readings.BKK.>")
     );
-    assert_eq!(source.external.as_ref().unwrap().api_prefix, "$JS.bkk.API");
+    assert_eq!(
+        gateway_source.external.as_ref().unwrap().api_prefix,
+        "$JS.bkk.API"
+    );
+    hub_js
+        .create_stream(stream::Config {
+            name: "OPERATOR_FEED".into(),
+            subjects: vec!["operator.feed".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let operator_source = stream::Source {
+        name: "OPERATOR_FEED".into(),
+        ..Default::default()
+    };
+    let mut central_cfg = hub_js
+        .get_stream(&names.readings_stream)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .config
+        .clone();
+    central_cfg
+        .sources
+        .get_or_insert_with(Vec::new)
+        .push(operator_source.clone());
+    hub_js.update_stream(central_cfg).await.unwrap();
+    let mut worker = standard(stack.worker(&worker_args)).spawn().unwrap();
 
     // Shippers of the site publish to the gateway, each with its own key.
     let mut files: Vec<BoxFile> = box_ids
@@ -433,10 +457,11 @@ async fn site_gateway_with_box_keys_rides_out_a_wan_cut_and_a_gateway_restart() 
     stop_cleanly(&mut worker).await;
     assert_eq!(stack.landed().await, without_blanks(&expected));
     assert_eq!(ledger_lines(&stack).await as u64, expected.lines());
+    let kept = sources(&hub_js, &names.readings_stream).await;
     assert_eq!(
-        sources(&hub_js, &names.readings_stream).await.len(),
-        1,
-        "still one source"
+        kept,
+        vec![gateway_source, operator_source],
+        "the gateway's source once, the operator's kept"
     );
     eprintln!(
         "site gateway (box keys): {} lines ({} valid) from {} boxes landed exactly once; WAN cut {:.1} s with a gateway restart, {outage_lines} lines written meanwhile, {sourced} messages sourced, each byte once ({out_of_order} re-sent by a shipper after the gateway restart, behind later ones)",
