@@ -9,6 +9,11 @@
 //! is ever replaced by one with fewer rows: if the day holds fewer rows than its open part (rows
 //! removed without a release), the open part is sealed as it is and the rows go to a new part.
 //!
+//! # Reading a day
+//! The rows are read in storage order (no sort in the database) and grouped by series through
+//! spill files on local disk ([`crate::spill`]); each series is sorted in memory into the
+//! archive's total order, so the files do not depend on the order the database returned.
+//!
 //! # Crash safety
 //! Files first, then the manifest, then the database row (in one transaction with the positions).
 //! A kill anywhere leaves the database naming the previous manifest or none; the next run reads
@@ -16,6 +21,7 @@
 //! its new manifest does not list (left by a killed run) are deleted after the record commits.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -31,6 +37,7 @@ use crate::layout::{self, PartitionKey};
 use crate::manifest::{self, FileEntry, Manifest, RowGroupEntry};
 use crate::parquet_file::{self, ArchiveRow, FileWriter};
 use crate::schema;
+use crate::spill::{self, Spill};
 use crate::store::Store;
 use crate::verify;
 
@@ -61,6 +68,7 @@ pub async fn archive_day(
     pool: &PgPool,
     store: &Store,
     day: NaiveDate,
+    spill_dir: &Path,
     shutdown: &CancellationToken,
 ) -> Result<DayOutcome, ArchiveError> {
     let mut tx = pool.begin().await?;
@@ -104,9 +112,11 @@ pub async fn archive_day(
         )
     }));
 
+    // The day's rows, in storage order, spread over spill buckets by series (see crate::spill).
     let (start, end) = db::day_bounds(day);
-    let mut files: Vec<FileEntry> = Vec::new();
-    let mut current: Option<(PartitionKey, FileWriter)> = None;
+    let expected = u64::try_from(rows_now).unwrap_or(0);
+    let mut spill = Spill::new(spill_dir, spill::buckets_for(expected))?;
+    let mut read = 0u64;
     {
         let mut stream = sqlx::query_as::<_, DayRow>(db::DAY_ROWS_SQL)
             .bind(start)
@@ -115,42 +125,43 @@ pub async fn archive_day(
         while let Some((site, resource_id, sensor, ts, wo, op, value, unit, meta)) =
             stream.try_next().await?
         {
-            let same = current.as_ref().is_some_and(|(k, _)| {
-                k.site == site && k.resource_id == resource_id && k.sensor == sensor
-            });
-            if !same {
-                if let Some((key, writer)) = current.take() {
-                    if shutdown.is_cancelled() {
-                        return Ok(DayOutcome::Interrupted);
-                    }
-                    files.push(store_file(store, day, part, key, writer).await?);
-                }
-                let writer = FileWriter::new(&resource_id, &sensor)?;
-                current = Some((
-                    PartitionKey {
-                        site,
-                        resource_id,
-                        sensor,
-                    },
-                    writer,
-                ));
-            }
-            if let Some((_, writer)) = current.as_mut() {
-                writer.push(ArchiveRow {
-                    ts_micros: ts.timestamp_micros(),
-                    work_order_id: wo,
-                    operation_id: op,
-                    value,
-                    unit,
-                    meta,
-                })?;
-            }
+            let row = ArchiveRow {
+                ts_micros: ts.timestamp_micros(),
+                work_order_id: wo,
+                operation_id: op,
+                value,
+                unit,
+                meta,
+            };
+            spill.push(&site, &resource_id, &sensor, &row)?;
+            read += 1;
         }
     }
-    if let Some((key, writer)) = current.take() {
-        files.push(store_file(store, day, part, key, writer).await?);
-    }
     tx.rollback().await?;
+    spill.finish()?;
+    if read != expected {
+        return Err(ArchiveError::State(format!(
+            "{day}: the snapshot counted {expected} rows but returned {read}"
+        )));
+    }
+
+    let mut files: Vec<FileEntry> = Vec::new();
+    for bucket in 0..spill.buckets() {
+        for (key, rows) in spill.bucket(bucket)? {
+            if shutdown.is_cancelled() {
+                return Ok(DayOutcome::Interrupted);
+            }
+            let mut writer = FileWriter::new(&key.resource_id, &key.sensor)?;
+            for row in rows {
+                writer.push(row)?;
+            }
+            files.push(store_file(store, day, part, key, writer).await?);
+        }
+    }
+    drop(spill);
+    files.sort_by(|a, b| {
+        (&a.site, &a.resource_id, &a.sensor).cmp(&(&b.site, &b.resource_id, &b.sensor))
+    });
 
     let rows: u64 = files.iter().map(|f| f.rows).sum();
     let root = manifest::root_of(&files)

@@ -83,6 +83,11 @@ pub struct RunArgs {
     #[arg(long, env = "ARCHIVER_ONCE")]
     pub once: bool,
 
+    /// Directory for the spill files that group a day's rows by series (about the size of the
+    /// day's rows; removed when the day is done). Default: the system's temporary directory.
+    #[arg(long, env = "ARCHIVER_SPILL_DIR")]
+    pub spill_dir: Option<PathBuf>,
+
     /// Serve Prometheus metrics on this address (e.g. 0.0.0.0:9104).
     #[arg(long, env = "ARCHIVER_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -95,6 +100,10 @@ impl RunArgs {
 
     pub fn poll(&self) -> Duration {
         Duration::from_secs(self.poll_secs.max(1))
+    }
+
+    pub fn spill_dir(&self) -> PathBuf {
+        self.spill_dir.clone().unwrap_or_else(std::env::temp_dir)
     }
 }
 

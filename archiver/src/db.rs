@@ -172,14 +172,10 @@ pub async fn day_positions(
     .await
 }
 
-/// A day's rows in archive order: partition key, then every column, text in byte order, so
-/// that the same rows always come out in the same order.
+/// A day's rows, in whatever order the database has them (the archiver sorts per series).
 pub const DAY_ROWS_SQL: &str =
     "SELECT site, resource_id, sensor, ts, work_order_id, operation_id, value, unit, meta::text
-     FROM readings WHERE ts >= $1 AND ts < $2
-     ORDER BY site COLLATE \"C\", resource_id COLLATE \"C\", sensor COLLATE \"C\", ts,
-              work_order_id COLLATE \"C\" NULLS FIRST, operation_id COLLATE \"C\" NULLS FIRST,
-              unit COLLATE \"C\" NULLS FIRST, value, meta::text COLLATE \"C\" NULLS FIRST";
+     FROM readings WHERE ts >= $1 AND ts < $2";
 
 /// A row of [`DAY_ROWS_SQL`].
 pub type DayRow = (

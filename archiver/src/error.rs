@@ -18,6 +18,9 @@ pub enum ArchiveError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Parquet(#[from] ParquetFileError),
+    /// The local spill files (disk full, permissions).
+    #[error(transparent)]
+    Spill(#[from] crate::spill::SpillError),
     /// A part does not verify: the archive is damaged or was changed.
     #[error("verification failed: {0}")]
     Verify(#[from] VerifyError),

@@ -19,7 +19,7 @@ use chrono::NaiveDate;
 pub const MANIFEST_DIR: &str = "_manifests";
 
 /// The partition values of one Parquet file.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PartitionKey {
     pub site: String,
     pub resource_id: String,

@@ -9,6 +9,7 @@
 //! - [`layout`]: Hive-style paths and the percent-encoding of partition values.
 //! - [`schema`]: the Arrow/Parquet schema and its fingerprint.
 //! - [`parquet_file`]: writing one file, reading its row groups and rows back.
+//! - [`spill`]: grouping a day's rows by series on local disk, sorted per series.
 //! - [`merkle`]: the RFC 6962 Merkle tree over row groups.
 //! - [`manifest`]: the JSON manifest of a part.
 //! - [`store`]: local directory or S3-compatible storage (object_store).
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod parquet_file;
 pub mod replay;
 pub mod schema;
+pub mod spill;
 pub mod store;
 pub mod verify;
 
@@ -69,6 +71,7 @@ pub async fn archive_pass(
     store: &Store,
     grace: Duration,
     scan_unknown: bool,
+    spill_dir: &std::path::Path,
     shutdown: &CancellationToken,
 ) -> Result<PassReport, ArchiveError> {
     let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
@@ -89,7 +92,7 @@ pub async fn archive_pass(
             break;
         }
         let started = std::time::Instant::now();
-        match archive::archive_day(pool, store, day, shutdown).await {
+        match archive::archive_day(pool, store, day, spill_dir, shutdown).await {
             Ok(DayOutcome::Archived { rows, bytes, .. }) => {
                 metrics::day_archived(rows, bytes, started.elapsed());
                 report.days_archived += 1;
@@ -145,7 +148,16 @@ pub async fn run(
     let mut scan_unknown = true;
     let mut total = PassReport::default();
     loop {
-        match archive_pass(&pool, &store, args.grace(), scan_unknown, &shutdown).await {
+        match archive_pass(
+            &pool,
+            &store,
+            args.grace(),
+            scan_unknown,
+            &args.spill_dir(),
+            &shutdown,
+        )
+        .await
+        {
             Ok(r) => {
                 scan_unknown = false;
                 if r.days_archived > 0 || r.failures > 0 {

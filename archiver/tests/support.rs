@@ -16,6 +16,8 @@ pub struct Env {
     pub db_url: String,
     pub pool: PgPool,
     pub dir: tempfile::TempDir,
+    /// Spill files, outside the archive.
+    pub spill: tempfile::TempDir,
     pub store: Store,
 }
 
@@ -35,6 +37,7 @@ impl Env {
             db_url,
             pool,
             dir,
+            spill: tempfile::tempdir().expect("tempdir"),
             store,
         }
     }
@@ -50,6 +53,7 @@ impl Env {
             &self.store,
             Duration::ZERO,
             true,
+            self.spill.path(),
             &CancellationToken::new(),
         )
         .await
@@ -74,6 +78,7 @@ impl Env {
         cmd.args(args)
             .env("DATABASE_URL", &self.db_url)
             .env("ARCHIVER_TARGET", self.root())
+            .env("ARCHIVER_SPILL_DIR", self.spill.path())
             .env("RUST_LOG", "warn")
             .kill_on_drop(true);
         cmd
