@@ -4,7 +4,8 @@
 -- PRIVILEGES covers tables and daily partitions that role creates later, and the rollups
 -- readings_1m and readings_1h (tables, or continuous aggregates on TimescaleDB; migration 0023
 -- also grants them to this role when it exists). The KPI functions the dashboards call
--- (edge_mes_shift_elements, edge_mes_shift_instances, edge_mes_oee) are executable by PUBLIC. Then give a login to it, e.g.
+-- (edge_mes_shift_elements, edge_mes_shift_instances, edge_mes_oee) are executable by PUBLIC.
+-- Then give a login to it, e.g.
 --   CREATE ROLE grafana LOGIN PASSWORD '...' IN ROLE edge_mes_grafana;
 -- deploy/compose/initdb/10-grafana-reader.sh does both for compose; ops-tests runs every
 -- dashboard query with only this role's rights.
