@@ -25,7 +25,7 @@
 -- ingest_ledger is taken to be compaction and its inserts queue nothing.
 --
 -- The upkeep protocol, the same calls on both engines (the worker's upkeep, every cycle):
---   SELECT from_ts, to_ts, queued FROM edge_mes_rollup_pending(max_ranges);
+--   SELECT from_ts, to_ts, queued FROM edge_mes_rollup_pending(max_ranges, retention_days);
 --   for each row:
 --     SELECT edge_mes_rollup_apply(from_ts, to_ts);          -- plain: recomputes, returns true
 --     -- when it returned false (TimescaleDB), outside any transaction block:
@@ -50,9 +50,9 @@
 -- the rollups, which keep the complete figures of that day). Rollups outlive raw data: intended
 -- is readings_1h kept for good and readings_1m kept as long as raw readings; removing them is
 -- retention's business, not this migration's. On TimescaleDB a refresh recomputes the buckets
--- where rows changed from the raw rows present: ranges before readings' oldest chunk are never
--- refreshed (edge_mes_rollup_horizon), but a late row for a day retention already dropped
--- replaces its bucket's figures with its own (replay the day from the archive to restore them).
+-- where rows changed from the raw rows present, so ranges older than the days retention keeps
+-- (edge_mes_rollup_pending's raw_days) are never refreshed: a late row for a dropped day
+-- reaches readings (until retention's next pass) but not the rollups.
 
 CREATE TABLE rollup_queue (
     id        bigserial      PRIMARY KEY,
@@ -63,6 +63,26 @@ CREATE TABLE rollup_queue (
 COMMENT ON TABLE rollup_queue IS
     'Minutes loaded into readings whose rollups (readings_1m, readings_1h) are not recomputed yet; filled by a trigger on ingest_ledger, emptied by edge_mes_rollup_done.';
 
+-- A numeric as double precision, ±Infinity beyond its range (a sum of valid readings, each at
+-- most 1.7976931348623157e308, may exceed it).
+CREATE FUNCTION edge_mes_rollup_float8(x numeric) RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN x > 1.7976931348623157e308 THEN 'Infinity'::float8
+                WHEN x < -1.7976931348623157e308 THEN '-Infinity'::float8
+                ELSE x::float8 END
+$$;
+
+-- The mean of n readings summing to s (numeric), as double precision: s / n in double precision
+-- when s fits, as PostgreSQL's avg(double precision) divides, else the numeric quotient.
+CREATE FUNCTION edge_mes_rollup_mean(s numeric, n bigint) RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN abs(s) <= 1.7976931348623157e308 THEN s::float8 / n
+                ELSE (s / n)::float8 END
+$$;
+
+-- TimescaleDB: sums, means and m2 in numeric, so that a refresh over readings near ±1.8e308
+-- cannot fail on a double-precision overflow (it would fail at every upkeep); measured on
+-- TimescaleDB 2.28.3, a refresh costs the same as in double precision.
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')
@@ -71,8 +91,10 @@ BEGIN
             CREATE MATERIALIZED VIEW readings_1m
             WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
             SELECT time_bucket(INTERVAL '1 minute', ts) AS bucket, site, resource_id, sensor,
-                   count(*) AS n, sum(value) AS sum, min(value) AS min, max(value) AS max,
-                   avg(value) AS mean, var_pop(value) * count(*) AS m2
+                   count(*) AS n, edge_mes_rollup_float8(sum(value::numeric)) AS sum,
+                   min(value) AS min, max(value) AS max,
+                   edge_mes_rollup_mean(sum(value::numeric), count(*)) AS mean,
+                   edge_mes_rollup_float8(var_pop(value::numeric) * count(*)) AS m2
             FROM readings
             GROUP BY time_bucket(INTERVAL '1 minute', ts), site, resource_id, sensor
             WITH NO DATA
@@ -81,8 +103,10 @@ BEGIN
             CREATE MATERIALIZED VIEW readings_1h
             WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
             SELECT time_bucket(INTERVAL '1 hour', ts) AS bucket, site, resource_id, sensor,
-                   count(*) AS n, sum(value) AS sum, min(value) AS min, max(value) AS max,
-                   avg(value) AS mean, var_pop(value) * count(*) AS m2
+                   count(*) AS n, edge_mes_rollup_float8(sum(value::numeric)) AS sum,
+                   min(value) AS min, max(value) AS max,
+                   edge_mes_rollup_mean(sum(value::numeric), count(*)) AS mean,
+                   edge_mes_rollup_float8(var_pop(value::numeric) * count(*)) AS m2
             FROM readings
             GROUP BY time_bucket(INTERVAL '1 hour', ts), site, resource_id, sensor
             WITH NO DATA
@@ -160,34 +184,30 @@ CREATE TRIGGER ingest_ledger_rollup_queue AFTER INSERT ON ingest_ledger
 CREATE TRIGGER ingest_ledger_rollup_merging BEFORE DELETE ON ingest_ledger
     FOR EACH STATEMENT EXECUTE FUNCTION edge_mes_rollup_mark_merging();
 
--- The oldest instant the rollups may be recomputed from. Plain PostgreSQL: no limit (a recompute
--- never replaces a bucket with fewer rows). TimescaleDB: the start of readings' oldest chunk (a
--- refresh where no raw chunk is left would empty the aggregate).
-CREATE FUNCTION edge_mes_rollup_horizon() RETURNS timestamptz
-LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    oldest timestamptz;
-BEGIN
-    IF NOT edge_mes_rollups_continuous() THEN
-        RETURN '-infinity';
-    END IF;
-    EXECUTE $q$
-        SELECT min(range_start) FROM timescaledb_information.chunks
-        WHERE hypertable_schema = 'public' AND hypertable_name = 'readings'
-    $q$ INTO oldest;
-    RETURN coalesce(oldest, '-infinity');
-END $$;
+-- The oldest instant the rollups may be recomputed from, when retention keeps raw readings for
+-- raw_days UTC days (0: keeps all). Plain PostgreSQL: no limit (a recompute never replaces a
+-- bucket with fewer rows). TimescaleDB: the start of the oldest UTC day retention keeps (a
+-- refresh of a bucket whose raw rows were dropped would replace its figures with what is left,
+-- e.g. one late row).
+CREATE FUNCTION edge_mes_rollup_horizon(raw_days integer) RETURNS timestamptz
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN NOT edge_mes_rollups_continuous() OR coalesce(raw_days, 0) <= 0
+                THEN '-infinity'::timestamptz
+                ELSE ((now() AT TIME ZONE 'UTC')::date - raw_days)::timestamp AT TIME ZONE 'UTC'
+           END
+$$;
 
 -- The ranges to recompute: the queue's minutes merged, resolved (unknown → the extent of
--- readings), clipped to the horizon, cut into pieces of at most one day, oldest first, at most
--- max_ranges of them; with the queue entries each piece covers. On TimescaleDB the pieces are
+-- readings), clipped to the horizon (raw_days: the worker's --retention-days, 0 when it keeps
+-- all), cut into pieces of at most one day, oldest first, at most max_ranges of them; with the
+-- queue entries each piece covers. On TimescaleDB the pieces are
 -- widened to whole hours (refresh_continuous_aggregate materializes only whole buckets inside its
 -- window, and only where rows changed). Pending work that is never applied stays queued.
-CREATE FUNCTION edge_mes_rollup_pending(max_ranges integer)
+CREATE FUNCTION edge_mes_rollup_pending(max_ranges integer, raw_days integer DEFAULT 0)
 RETURNS TABLE (from_ts timestamptz, to_ts timestamptz, queued bigint[])
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
-    horizon    timestamptz := edge_mes_rollup_horizon();
+    horizon    timestamptz := edge_mes_rollup_horizon(raw_days);
     continuous boolean := edge_mes_rollups_continuous();
     lo         timestamptz;
     hi         timestamptz;
@@ -233,15 +253,6 @@ BEGIN
     ORDER BY pc.lo
     LIMIT greatest(max_ranges, 0);
 END $$;
-
--- A numeric as double precision, ±Infinity beyond its range (a sum of valid readings, each at
--- most 1.7976931348623157e308, may exceed it).
-CREATE FUNCTION edge_mes_rollup_float8(x numeric) RETURNS double precision
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN x > 1.7976931348623157e308 THEN 'Infinity'::float8
-                WHEN x < -1.7976931348623157e308 THEN '-Infinity'::float8
-                ELSE x::float8 END
-$$;
 
 -- Recomputes the buckets of [from_ts, to_ts) (widened to whole minutes, and to whole hours for
 -- readings_1h) from readings: readings_1m from the raw rows, readings_1h from readings_1m. A
@@ -309,7 +320,7 @@ BEGIN
                                       m2)
         SELECT date_bin(INTERVAL '1 minute', r.ts, timestamptz 'epoch'), r.site, r.resource_id,
                r.sensor, count(*), edge_mes_rollup_float8(sum(r.value::numeric)), min(r.value),
-               max(r.value), (sum(r.value::numeric) / count(*))::float8,
+               max(r.value), edge_mes_rollup_mean(sum(r.value::numeric), count(*)),
                edge_mes_rollup_float8(var_pop(r.value::numeric) * count(*))
         FROM readings r
         WHERE r.ts >= m_lo AND r.ts < m_hi
@@ -322,7 +333,7 @@ BEGIN
                                       m2)
         SELECT date_bin(INTERVAL '1 hour', r.ts, timestamptz 'epoch'), r.site, r.resource_id,
                r.sensor, count(*), edge_mes_rollup_float8(sum(r.value::numeric)), min(r.value),
-               max(r.value), (sum(r.value::numeric) / count(*))::float8,
+               max(r.value), edge_mes_rollup_mean(sum(r.value::numeric), count(*)),
                edge_mes_rollup_float8(var_pop(r.value::numeric) * count(*))
         FROM readings r
         WHERE r.ts >= h_lo AND r.ts < h_hi
@@ -382,7 +393,7 @@ END $$;
 INSERT INTO rollup_queue (span)
 SELECT tstzmultirange(tstzrange(NULL, NULL)) WHERE EXISTS (SELECT 1 FROM readings);
 
-REVOKE EXECUTE ON FUNCTION edge_mes_rollup_pending(integer),
+REVOKE EXECUTE ON FUNCTION edge_mes_rollup_pending(integer, integer),
                            edge_mes_rollup_apply(timestamptz, timestamptz),
                            edge_mes_rollup_done(timestamptz, timestamptz, bigint[]),
                            edge_mes_refresh_rollups(integer)
@@ -392,7 +403,7 @@ DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'edge_mes_worker') THEN
         GRANT SELECT, INSERT, UPDATE, DELETE ON readings_1m, readings_1h TO edge_mes_worker;
-        GRANT EXECUTE ON FUNCTION edge_mes_rollup_pending(integer),
+        GRANT EXECUTE ON FUNCTION edge_mes_rollup_pending(integer, integer),
                                   edge_mes_rollup_apply(timestamptz, timestamptz),
                                   edge_mes_rollup_done(timestamptz, timestamptz, bigint[]),
                                   edge_mes_refresh_rollups(integer)

@@ -645,6 +645,14 @@ async fn the_worker_refreshes_and_the_readers_read_the_rollups() {
         logins.push((group, pool));
     }
     let worker = &logins[0].1;
+    // The protocol's first call, with the worker's retention days (no horizon on plain
+    // PostgreSQL: the queued range is there whatever its age).
+    let pending: Vec<(DateTime<Utc>, DateTime<Utc>, Vec<i64>)> =
+        sqlx::query_as("SELECT from_ts, to_ts, queued FROM edge_mes_rollup_pending(10, 90)")
+            .fetch_all(worker)
+            .await
+            .unwrap();
+    assert_eq!(pending.len(), 1);
     assert!(refresh(worker).await >= 1);
     assert_rollups_match_raw(&owner).await;
     for (group, pool) in &logins {
