@@ -384,7 +384,7 @@ async fn site_gateway_with_box_keys_rides_out_a_wan_cut_and_a_gateway_restart() 
     }
     let mut restarted = false;
     let outage = Duration::from_secs(12);
-    while cut_at.elapsed() < outage || !all_acked(&ports).await {
+    while cut_at.elapsed() < outage {
         for f in &mut files {
             f.append(500);
         }
@@ -393,11 +393,11 @@ async fn site_gateway_with_box_keys_rides_out_a_wan_cut_and_a_gateway_restart() 
             restarted = true;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
-        assert!(
-            cut_at.elapsed() < Duration::from_secs(90),
-            "the shippers' lines were acknowledged during the outage"
-        );
     }
+    assert!(
+        eventually(Duration::from_secs(60), || all_acked(&ports)).await,
+        "the shippers' lines were acknowledged by the gateway during the outage"
+    );
     let outage_lines = expected_of(&files).lines() - before_cut.lines();
     let after_outage = central(&hub_url, &names.readings_stream).await;
     assert_eq!(
