@@ -262,7 +262,7 @@ async fn site_gateway_with_box_keys_rides_out_a_wan_cut_and_a_gateway_restart() 
     }
     let mut gateway = SiteGateway::start(GatewayOptions {
         domain: "bkk".into(),
-        hub_leaf_port: leaf_port,
+        hub_leaf_ports: vec![leaf_port],
         config: Some(production_gateway_config(&boxes_inc)),
         ..Default::default()
     })
@@ -488,7 +488,7 @@ async fn a_gateway_whose_disk_budget_fills_makes_shippers_wait_and_loses_nothing
     let names = Names::isolated(&stack.tag);
     let gateway = SiteGateway::start(GatewayOptions {
         domain: "bkk".into(),
-        hub_leaf_port: leaf_port,
+        hub_leaf_ports: vec![leaf_port],
         remote: format!(
             "    deny_exports: [\"{f}\"]\n    deny_imports: [\"{f}\"]",
             f = names.readings_filter()

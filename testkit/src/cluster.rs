@@ -2,7 +2,7 @@
 //!
 //! Three `nats-server` processes of the pinned binary ([`crate::nats::modern_binary`]), each on a
 //! free client port with its own store dir, routes between all of them on free cluster ports, one
-//! cluster name. Node `i` is named `testkit_<client port>` (a name that survives its restarts, as
+//! cluster name, JetStream domain `central`, and a leaf-node listener for site gateways. Node `i` is named `testkit_<client port>` (a name that survives its restarts, as
 //! a JetStream peer must). [`NatsCluster::leader_of`] asks the JetStream API which node leads a
 //! stream's RAFT group, so a test can kill exactly that one.
 
@@ -21,6 +21,7 @@ const FORM_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct NatsCluster {
     nodes: Vec<NatsServer>,
     name: String,
+    leaf_ports: Vec<u16>,
 }
 
 impl NatsCluster {
@@ -29,9 +30,9 @@ impl NatsCluster {
     pub async fn start() -> anyhow::Result<Self> {
         let binary = modern_binary()?;
         let name = format!("testkit_{}", std::process::id());
-        let route_ports: Vec<u16> = (0..NODES)
-            .map(|_| free_port())
-            .collect::<anyhow::Result<_>>()?;
+        let mut ports = distinct_free_ports(2 * NODES)?;
+        let leaf_ports = ports.split_off(NODES);
+        let route_ports = ports;
         let mut nodes = Vec::with_capacity(NODES);
         for (i, port) in route_ports.iter().enumerate() {
             let routes: Vec<String> = route_ports
@@ -40,9 +41,14 @@ impl NatsCluster {
                 .filter(|(j, _)| *j != i)
                 .map(|(_, p)| format!("\"nats-route://127.0.0.1:{p}\""))
                 .collect();
+            // JetStream domain `central` as in nats/production/nats-server.conf; a leaf-node
+            // listener per node for site gateways, not advertised (see gateway::start_hub).
             let config = format!(
-                "cluster {{\n  name: {name}\n  listen: \"127.0.0.1:{port}\"\n  routes: [{}]\n}}\n",
-                routes.join(", ")
+                "cluster {{\n  name: {name}\n  listen: \"127.0.0.1:{port}\"\n  routes: [{}]\n}}\n\
+                 jetstream {{ domain: central }}\n\
+                 leafnodes {{\n  listen: \"127.0.0.1:{}\"\n  no_advertise: true\n}}\n",
+                routes.join(", "),
+                leaf_ports[i]
             );
             nodes.push(
                 NatsServer::start_with_config(&binary, &config)
@@ -50,7 +56,11 @@ impl NatsCluster {
                     .with_context(|| format!("start cluster node {i}"))?,
             );
         }
-        let cluster = Self { nodes, name };
+        let cluster = Self {
+            nodes,
+            name,
+            leaf_ports,
+        };
         cluster.wait_formed().await?;
         Ok(cluster)
     }
@@ -68,6 +78,11 @@ impl NatsCluster {
     /// The client URL of each node.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(NatsServer::url).collect()
+    }
+
+    /// The leaf-node port of every node (for [`crate::SiteGateway`]'s `hub_leaf_ports`).
+    pub fn leaf_ports(&self) -> Vec<u16> {
+        self.leaf_ports.clone()
     }
 
     /// Node `i` (its URL, log, pid).
@@ -196,6 +211,18 @@ impl std::fmt::Debug for NatsCluster {
             .field("nodes", &self.nodes)
             .finish()
     }
+}
+
+/// `n` different ports that were free a moment ago.
+fn distinct_free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let mut ports: Vec<u16> = Vec::with_capacity(n);
+    while ports.len() < n {
+        let p = free_port()?;
+        if !ports.contains(&p) {
+            ports.push(p);
+        }
+    }
+    Ok(ports)
 }
 
 /// A short-lived client that does not retry a node that is down.

@@ -52,8 +52,10 @@ pub async fn start_hub(extra: &str) -> anyhow::Result<(NatsServer, u16)> {
 pub struct GatewayOptions {
     /// The gateway's JetStream domain (by convention the site id in lowercase, e.g. `bkk`).
     pub domain: String,
-    /// The hub's leaf-node port on 127.0.0.1 (from [`start_hub`]).
-    pub hub_leaf_port: u16,
+    /// The hub's leaf-node ports on 127.0.0.1 (from [`start_hub`], or every node of a
+    /// [`NatsCluster`](crate::NatsCluster)): each connection through the relay goes to the first
+    /// that accepts.
+    pub hub_leaf_ports: Vec<u16>,
     /// Lines added inside the leaf-node remote block, e.g. `account: EDGE`, `deny_imports: [...]`.
     pub remote: String,
     /// Config added at the top level, e.g. `accounts { ... }`.
@@ -78,7 +80,7 @@ impl SiteGateway {
     /// Starts the relay towards the hub's leaf port, then the gateway linked through it; returns
     /// when the gateway is ready (not necessarily linked: see [`wait_linked`](Self::wait_linked)).
     pub async fn start(options: GatewayOptions) -> anyhow::Result<Self> {
-        let relay = Relay::start(options.hub_leaf_port)?;
+        let relay = Relay::start(options.hub_leaf_ports.clone())?;
         let budget = options
             .store_budget_bytes
             .map(|b| format!("  max_file_store: {b}\n"))
@@ -203,7 +205,8 @@ enum Link {
     Closed,
 }
 
-/// A TCP relay from a local port to `127.0.0.1:<upstream>` on its own thread.
+/// A TCP relay from a local port to the first of `127.0.0.1:<upstream ports>` that accepts, on
+/// its own thread.
 struct Relay {
     port: u16,
     state: watch::Sender<Link>,
@@ -211,7 +214,7 @@ struct Relay {
 }
 
 impl Relay {
-    fn start(upstream: u16) -> anyhow::Result<Self> {
+    fn start(upstream: Vec<u16>) -> anyhow::Result<Self> {
         let std_listener =
             std::net::TcpListener::bind("127.0.0.1:0").context("bind the relay's port")?;
         std_listener.set_nonblocking(true)?;
@@ -256,7 +259,7 @@ impl Drop for Relay {
 
 async fn accept_loop(
     listener: TcpListener,
-    upstream: u16,
+    upstream: Vec<u16>,
     mut state: watch::Receiver<Link>,
     active: Arc<AtomicUsize>,
 ) {
@@ -272,8 +275,16 @@ async fn accept_loop(
         }
         let rx = state.clone();
         let active = active.clone();
+        let upstream = upstream.clone();
         tokio::spawn(async move {
-            let Ok(outbound) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+            let mut outbound = None;
+            for port in upstream {
+                if let Ok(s) = TcpStream::connect(("127.0.0.1", port)).await {
+                    outbound = Some(s);
+                    break;
+                }
+            }
+            let Some(outbound) = outbound else {
                 return;
             };
             active.fetch_add(1, Ordering::Relaxed);
@@ -312,7 +323,9 @@ mod tests {
                 });
             }
         });
-        let relay = Relay::start(up_port).unwrap();
+        // A port nobody listens on first: the relay goes on to the next.
+        let closed = free_port().unwrap();
+        let relay = Relay::start(vec![closed, up_port]).unwrap();
         let echo = |port: u16| async move {
             let mut c = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
             c.write_all(b"ping").await.ok()?;
