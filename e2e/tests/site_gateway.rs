@@ -421,6 +421,7 @@ async fn site_gateway_with_box_keys_rides_out_a_wan_cut_and_a_gateway_restart() 
     // 3. The WAN returns: the gateway's backlog is sourced, in order per source.
     gateway.restore();
     let outage_len = cut_at.elapsed();
+    let restored_at = Instant::now();
     gateway
         .wait_linked(&hub_url, Duration::from_secs(30))
         .await
@@ -437,6 +438,7 @@ async fn site_gateway_with_box_keys_rides_out_a_wan_cut_and_a_gateway_restart() 
             .await
             .map(|i| i.state)
     );
+    let handed_over = restored_at.elapsed();
     let (sourced, out_of_order) =
         assert_each_range_once(&hub_url, &names.readings_stream, &ledger).await;
     assert!(sourced > 0);
@@ -464,11 +466,12 @@ async fn site_gateway_with_box_keys_rides_out_a_wan_cut_and_a_gateway_restart() 
         "the gateway's source once, the operator's kept"
     );
     eprintln!(
-        "site gateway (box keys): {} lines ({} valid) from {} boxes landed exactly once; WAN cut {:.1} s with a gateway restart, {outage_lines} lines written meanwhile, {sourced} messages sourced, each byte once ({out_of_order} re-sent by a shipper after the gateway restart, behind later ones)",
+        "site gateway (box keys): {} lines ({} valid) from {} boxes landed exactly once; WAN cut {:.1} s with a gateway restart, {outage_lines} lines written meanwhile, {sourced} messages sourced within {:.1} s of the WAN's return, each byte once ({out_of_order} re-sent by a shipper after the gateway restart, behind later ones)",
         expected.lines(),
         expected.valid,
         box_ids.len(),
-        outage_len.as_secs_f64()
+        outage_len.as_secs_f64(),
+        handed_over.as_secs_f64()
     );
 }
 
