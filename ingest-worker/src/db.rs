@@ -177,11 +177,14 @@ const ROLLUP_RANGES_PER_PASS: i32 = 48;
 /// transaction block, as TimescaleDB requires. A range leaves the queue only after its refresh
 /// committed. Returns the ranges refreshed.
 #[instrument(skip(pool), err)]
-pub async fn refresh_rollups(pool: &PgPool) -> Result<usize, DbError> {
+pub async fn refresh_rollups(pool: &PgPool, retention_days: u32) -> Result<usize, DbError> {
     type Range = (DateTime<Utc>, DateTime<Utc>, Vec<i64>);
+    // With the retention, so that on TimescaleDB a late row for a day retention already dropped
+    // does not replace that day's rollups with its own (0023, edge_mes_rollup_pending).
     let pending: Vec<Range> =
-        sqlx::query_as("SELECT from_ts, to_ts, queued FROM edge_mes_rollup_pending($1)")
+        sqlx::query_as("SELECT from_ts, to_ts, queued FROM edge_mes_rollup_pending($1, $2)")
             .bind(ROLLUP_RANGES_PER_PASS)
+            .bind(i32::try_from(retention_days).unwrap_or(i32::MAX))
             .fetch_all(pool)
             .await?;
     let mut refreshed = 0;
@@ -258,7 +261,7 @@ pub async fn maintenance_loop(
                 if let Err(e) = compact_ledger(&pool, 1000).await {
                     warn!(error = %e, "ledger compaction failed, will retry");
                 }
-                if let Err(e) = refresh_rollups(&pool).await {
+                if let Err(e) = refresh_rollups(&pool, lifecycle.retention_days).await {
                     warn!(error = %e, "rollup refresh failed, will retry");
                 }
             }

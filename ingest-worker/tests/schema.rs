@@ -197,7 +197,7 @@ async fn the_upkeep_brings_the_rollups_up_to_date_with_what_was_loaded() {
     .await
     .unwrap();
     tx.commit().await.unwrap();
-    let refreshed = ingest_worker::db::refresh_rollups(&pool).await.unwrap();
+    let refreshed = ingest_worker::db::refresh_rollups(&pool, 0).await.unwrap();
     assert!(refreshed >= 1);
     // Two hours of 10-second readings: 120 minutes of 6, 2 hours of 360; sums exact.
     let (minutes, n, sum): (i64, i64, f64) =
@@ -212,7 +212,7 @@ async fn the_upkeep_brings_the_rollups_up_to_date_with_what_was_loaded() {
         .unwrap();
     assert_eq!(hours, vec![(360, 179.5), (360, 539.5)]);
     assert_eq!(
-        ingest_worker::db::refresh_rollups(&pool).await.unwrap(),
+        ingest_worker::db::refresh_rollups(&pool, 0).await.unwrap(),
         0,
         "nothing left"
     );

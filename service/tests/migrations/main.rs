@@ -181,7 +181,8 @@ async fn legacy_database_is_rebaselined_to_the_schema_of_a_fresh_one() {
     assert_eq!(history(&upgraded).await, fresh_history);
 
     // Plant data is no migration's business: a fresh database has no site, only the documented
-    // downtime reason defaults.
+    // downtime reason defaults (0005's eight and 0020's `unassigned`, the reason of a stop
+    // detected from readings).
     assert_eq!(scalar_i64(&fresh, "SELECT count(*) FROM sites").await, 0);
     assert_eq!(
         scalar_i64(&fresh, "SELECT count(*) FROM shift_definitions").await,
@@ -189,7 +190,7 @@ async fn legacy_database_is_rebaselined_to_the_schema_of_a_fresh_one() {
     );
     assert_eq!(
         scalar_i64(&fresh, "SELECT count(*) FROM downtime_reasons").await,
-        8
+        9
     );
 
     // The legacy database's data survived, the seeded site and the plant's edits included.
@@ -208,7 +209,7 @@ async fn legacy_database_is_rebaselined_to_the_schema_of_a_fresh_one() {
         ("op_run_count", 1),
         ("op_run_downtime", 1),
         ("outbox", 1),
-        ("downtime_reasons", 8),
+        ("downtime_reasons", 9),
         ("spc_spec_limits", 1),
         ("readings", 1),
         ("ingest_ledger", 1),
