@@ -80,7 +80,9 @@ pub async fn archive_day(
     }
     let parts = db::parts_of_day(&mut tx, day).await?;
     let open = parts.last().filter(|p| p.sealed_at.is_none()).cloned();
-    if !db::day_pending(&mut tx, day).await? {
+    // A day without parts is archived when it has rows even if no ledger entry touches it (rows
+    // that did not come through the ingest ledger); afterwards only the ledger makes it pending.
+    if !db::day_pending(&mut tx, day).await? && !parts.is_empty() {
         return Ok(DayOutcome::UpToDate);
     }
     let rows_now = db::count_day_rows(&mut tx, day).await?;

@@ -96,6 +96,71 @@ pub async fn days_with_rows(
     .await
 }
 
+/// Closed days that have storage (a daily partition, rows in `readings_default`, or a
+/// TimescaleDB chunk) but no archive part: read from the catalog, not by scanning readings
+/// (except `readings_default`, which holds only the rare rows outside the partitions). Finds
+/// days whose rows did not come through the ingest ledger, so no ledger entry makes them pending.
+pub async fn days_without_parts(
+    pool: &PgPool,
+    closed_before: NaiveDate,
+) -> Result<Vec<NaiveDate>, sqlx::Error> {
+    let partitioned: bool = sqlx::query_scalar("SELECT edge_mes_readings_partitioned()")
+        .fetch_one(pool)
+        .await?;
+    let (end, _) = day_bounds(closed_before);
+    let days: Vec<NaiveDate> = if partitioned {
+        let mut days: Vec<NaiveDate> = sqlx::query_scalar(
+            "SELECT to_date(substr(c.relname, 11), 'YYYYMMDD') AS day
+             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'readings'::regclass AND c.relname ~ '^readings_p[0-9]{8}$'",
+        )
+        .fetch_all(pool)
+        .await?;
+        // The partition itself is readable only with a grant on it (the owner, a superuser);
+        // edge_mes_archiver reads readings, so its rows in the default partition are found
+        // through their ledger entries instead.
+        let readable: bool = sqlx::query_scalar(
+            "SELECT to_regclass('readings_default') IS NOT NULL
+                    AND has_table_privilege('readings_default', 'SELECT')",
+        )
+        .fetch_one(pool)
+        .await?;
+        if readable {
+            days.extend(
+                sqlx::query_scalar::<_, NaiveDate>(
+                    "SELECT DISTINCT (ts AT TIME ZONE 'UTC')::date FROM readings_default
+                     WHERE ts < $1",
+                )
+                .bind(end)
+                .fetch_all(pool)
+                .await?,
+            );
+        }
+        days
+    } else {
+        sqlx::query_scalar(
+            "SELECT DISTINCT (range_start AT TIME ZONE 'UTC')::date
+             FROM timescaledb_information.chunks
+             WHERE hypertable_schema = 'public' AND hypertable_name = 'readings'",
+        )
+        .fetch_all(pool)
+        .await?
+    };
+    let mut out = Vec::new();
+    for day in days.into_iter().filter(|d| *d < closed_before) {
+        let known: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM archive_parts WHERE day = $1)")
+                .bind(day)
+                .fetch_one(pool)
+                .await?;
+        if !known {
+            out.push(day);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
 pub async fn day_pending(conn: &mut PgConnection, day: NaiveDate) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT edge_mes_archive_day_pending($1)")
         .bind(day)

@@ -65,7 +65,9 @@ pub struct PassReport {
 }
 
 /// One pass: archive every closed day that is pending, then verify parts not yet verified.
-/// `scan_unknown`: also look at every day with rows (for ledger entries of unknown span).
+/// `scan_unknown` (once per start): also look at days with storage but no part (rows that did not
+/// come through the ledger) and, while ledger entries of unknown span exist, at every day with
+/// rows.
 pub async fn archive_pass(
     pool: &PgPool,
     store: &Store,
@@ -80,8 +82,15 @@ pub async fn archive_pass(
         .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC)
         .date_naive();
     let mut days = db::pending_days(pool, closed_before).await?;
-    if scan_unknown && db::has_unknown_spans(pool).await? {
-        days.extend(db::days_with_rows(pool, closed_before).await?);
+    if scan_unknown {
+        match db::days_without_parts(pool, closed_before).await {
+            Ok(more) => days.extend(more),
+            // Only an extra: days with ledger entries are found above anyway.
+            Err(e) => warn!(error = %e, "cannot list the days with storage but no archive part"),
+        }
+        if db::has_unknown_spans(pool).await? {
+            days.extend(db::days_with_rows(pool, closed_before).await?);
+        }
         days.sort_unstable();
         days.dedup();
     }

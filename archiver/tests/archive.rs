@@ -365,3 +365,40 @@ async fn the_archiver_runs_as_a_login_in_edge_mes_archiver() {
         .unwrap();
     assert!(released);
 }
+
+#[tokio::test]
+async fn rows_that_bypassed_the_ledger_are_archived_at_start() {
+    let env = Env::new().await;
+    sqlx::query("SELECT edge_mes_ensure_partitions($1, $2)")
+        .bind(day(20))
+        .bind(day(20))
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    // Inserted by hand (no ledger entry): in a partition, and in readings_default.
+    sqlx::raw_sql(
+        "INSERT INTO readings (ts, site, resource_id, sensor, value)
+         VALUES ('2025-08-20T10:00:00Z', 'S1', 'R', 'temp', 1.5),
+                ('2025-08-24T10:00:00Z', 'S1', 'R', 'temp', 2.5);",
+    )
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let blocked: bool = sqlx::query_scalar("SELECT edge_mes_day_archived($1)")
+        .bind(day(24))
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert!(!blocked, "retention waits for the day");
+    let report = env.pass().await;
+    assert_eq!((report.days_archived, report.rows), (2, 2));
+    for d in [day(20), day(24)] {
+        let archived: bool = sqlx::query_scalar("SELECT edge_mes_day_archived($1)")
+            .bind(d)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+        assert!(archived, "{d}");
+    }
+    assert_eq!(env.pass().await.days_archived, 0);
+}
