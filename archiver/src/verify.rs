@@ -2,6 +2,8 @@
 //! SHA-256, row count, row groups (offsets, rows, leaf hashes), schema fingerprint, and the
 //! manifest's totals and Merkle root. A failure names the file.
 
+use std::collections::BTreeSet;
+
 use bytes::Bytes;
 use chrono::NaiveDate;
 use sha2::{Digest, Sha256};
@@ -192,8 +194,20 @@ pub async fn verify_archive(
             ));
         }
     }
+    let mut listed: BTreeSet<String> = BTreeSet::new();
+    let mut days: BTreeSet<NaiveDate> = BTreeSet::new();
     for path in manifests {
         report.parts += 1;
+        days.extend(manifest_day(&path));
+        // The files a manifest lists are its, whether or not they verify.
+        if let Some(m) = store
+            .get(&path)
+            .await
+            .ok()
+            .and_then(|b| Manifest::from_bytes(&b).ok())
+        {
+            listed.extend(m.files.into_iter().map(|f| f.path));
+        }
         match verify_part(store, &path).await {
             Ok(v) => {
                 report.rows += v.manifest.rows;
@@ -213,6 +227,18 @@ pub async fn verify_archive(
                 info!(%path, rows = v.manifest.rows, "verified");
             }
             Err(e) => report.failures.push(e.to_string()),
+        }
+    }
+    // A Parquet file no manifest lists would be read twice, or out of place, by a reader that
+    // lists the directory (a dataset scan): the live files are exactly the manifests' files.
+    for day in days {
+        for path in store.list(&layout::day_dir(day)).await? {
+            if path.ends_with(".parquet") && !listed.contains(&path) {
+                report.failures.push(format!(
+                    "{path}: no manifest lists this file (left by a failed run, or written by \
+                     one in progress)"
+                ));
+            }
         }
     }
     Ok(report)

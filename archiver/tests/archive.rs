@@ -83,6 +83,16 @@ async fn archived_days_verify_and_a_flipped_byte_fails_naming_the_file() {
     assert!(bad.failures[0].contains(victim), "{}", bad.failures[0]);
     assert!(bad.failures[0].contains("SHA-256"), "{}", bad.failures[0]);
 
+    // A file no manifest lists is reported too.
+    let stray = "date=2025-08-20/site=S1/resource=SMT01/sensor=temp/part-00007.parquet";
+    std::fs::write(env.root().join(stray), b"PAR1").unwrap();
+    let bad = verify::verify_archive(&env.store, Some(&env.pool), None, None)
+        .await
+        .unwrap();
+    assert_eq!(bad.failures.len(), 2, "{:?}", bad.failures);
+    assert!(bad.failures[1].contains(stray), "{}", bad.failures[1]);
+    std::fs::remove_file(env.root().join(stray)).unwrap();
+
     // The binary says the same and exits non-zero.
     let out = env.command(&["verify"]).output().await.unwrap();
     assert!(!out.status.success());
