@@ -11,6 +11,15 @@ use async_nats::jetstream::consumer::pull;
 use protocol::Names;
 use thiserror::Error;
 
+/// 1 to 64 bytes of letters, digits, `-` and `_`: safe as a subject token, a durable name's part
+/// and a JetStream domain.
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// The sites of `--sites`, as their shippers send them (`--site`); each a subject token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Site(String);
@@ -22,11 +31,7 @@ pub struct InvalidSite(String);
 impl Site {
     pub fn parse(s: &str) -> Result<Self, InvalidSite> {
         let s = s.trim();
-        let ok = !s.is_empty()
-            && s.len() <= 64
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if ok {
+        if is_token(s) {
             Ok(Self(s.to_owned()))
         } else {
             Err(InvalidSite(s.to_owned()))

@@ -25,6 +25,8 @@ use async_nats::jetstream::stream::{External, Source};
 use protocol::Names;
 use thiserror::Error;
 
+use crate::site_filter::is_token;
+
 /// One `--site-gateway` entry: a site and the JetStream domain of its gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiteGateway {
@@ -40,13 +42,6 @@ pub enum SiteGatewayError {
     Forbidden(String),
 }
 
-fn valid_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 impl SiteGateway {
     /// `SITE` or `SITE=domain`.
     pub fn parse(entry: &str) -> Result<Self, SiteGatewayError> {
@@ -58,7 +53,7 @@ impl SiteGateway {
             Some((site, domain)) => (site.trim(), domain.trim().to_owned()),
             None => (entry, entry.to_ascii_lowercase()),
         };
-        if !valid_token(site) || !valid_token(&domain) {
+        if !is_token(site) || !is_token(&domain) {
             return Err(SiteGatewayError::Forbidden(entry.to_owned()));
         }
         Ok(Self {
