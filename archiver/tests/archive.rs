@@ -237,23 +237,15 @@ async fn a_day_released_by_retention_keeps_its_part_and_late_rows_make_a_new_one
         .await
         .unwrap();
 
-    // Retention: release, then drop the day in the same transaction.
-    let mut tx = env.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE readings_p20250820 IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    let released: bool = sqlx::query_scalar("SELECT edge_mes_archive_release_day($1)")
+    // Retention as the worker's upkeep runs it (0022): under the day's locks it checks the
+    // archive, seals the day's parts (edge_mes_archive_release_day) and drops the partition
+    // (plain PostgreSQL) or the chunk (TimescaleDB) in one transaction.
+    let expired: String = sqlx::query_scalar("SELECT edge_mes_expire_day($1, true)")
         .bind(day(20))
-        .fetch_one(&mut *tx)
+        .fetch_one(&env.pool)
         .await
         .unwrap();
-    assert!(released);
-    sqlx::query("DROP TABLE readings_p20250820")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    assert_eq!(expired, "dropped");
     assert_eq!(env.day_sums(day(20)).await.rows, 0);
 
     // Late rows for the dropped day land in readings_default.
