@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
-mod cluster;
 mod bus_buffer;
+mod cluster;
 mod faults;
 mod identity;
 mod inputs;

@@ -145,7 +145,11 @@ pub struct Config {
     /// Site gateways whose streams READINGS sources, comma-separated: `BKK` (the site as its
     /// shippers send it; JetStream domain `bkk`) or `BKK=<domain>`. Added at start if missing,
     /// never removed; other sources are kept (docs/scaling.md).
-    #[arg(long = "site-gateway", env = "INGEST_SITE_GATEWAYS", value_delimiter = ',')]
+    #[arg(
+        long = "site-gateway",
+        env = "INGEST_SITE_GATEWAYS",
+        value_delimiter = ','
+    )]
     pub site_gateways: Vec<crate::site_gateway::SiteGateway>,
 
     /// Load only these sites, comma-separated (one database per plant): the consumer takes only

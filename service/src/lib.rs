@@ -11,10 +11,10 @@
 
 #[cfg(feature = "db")]
 pub mod db;
-#[cfg(feature = "db")]
-pub mod storage;
 pub mod nats;
 pub mod retry;
 pub mod secrets;
 pub mod shutdown;
+#[cfg(feature = "db")]
+pub mod storage;
 pub mod telemetry;
