@@ -14,6 +14,7 @@ use serde::Serialize;
 use tracing::info;
 
 use crate::monitored::{terminate_all, Monitored};
+use crate::procstat::rss_kib;
 use crate::report::Check;
 use crate::stack::{wait_until, Bench};
 use crate::writer::{LineLogs, RateWriter};
@@ -284,12 +285,6 @@ pub async fn run(bench: &Bench) -> anyhow::Result<(BufferReport, Vec<Check>)> {
     }
     bench.retire(dep).await?;
     Ok((report, checks))
-}
-
-/// Resident set size (`VmRSS`) of a running process, in KiB.
-fn rss_kib(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    crate::procstat::parse_status_kib(&text, "VmRSS")
 }
 
 /// The Prometheus text of `127.0.0.1:<port>/metrics`.

@@ -28,6 +28,10 @@ pub enum Part {
     /// A 30-day panel query on raw readings against the rollups readings_1h and readings_1m,
     /// and the cost of refreshing them (issue 16). Not in the default set: `--only rollups`.
     Rollups,
+    /// Many boxes (issue 15): the same total rate from 4 boxes, then from `--fleet-boxes`
+    /// boxes, one edge-shipper process each; throughput, write-to-row latency, CPU and memory
+    /// of every process group, the worker's consumer backlog.
+    Fleet,
 }
 
 /// How the private PostgreSQL is configured.
@@ -82,9 +86,11 @@ pub struct Config {
     #[arg(long, env = "BENCH_QUICK")]
     pub quick: bool,
 
-    /// Parts to run, comma separated: backfill, live, api, footprint, buffer, archive, rollups.
+    /// Parts to run, comma separated: backfill, live, api, footprint, buffer, fleet, archive,
+    /// rollups.
     #[arg(long, env = "BENCH_ONLY", value_enum, value_delimiter = ',',
-        default_values_t = [Part::Backfill, Part::Live, Part::Api, Part::Footprint, Part::Buffer])]
+        default_values_t = [Part::Backfill, Part::Live, Part::Api, Part::Footprint, Part::Buffer,
+            Part::Fleet])]
     pub only: Vec<Part>,
 
     /// Buffer: READINGS size limit the workers run with, in MiB [default: 64; --quick: 1].
@@ -232,8 +238,8 @@ pub struct Config {
     #[arg(long, env = "BENCH_LIVE_SECS")]
     pub live_secs: Option<u64>,
 
-    /// Live: seconds of load before the measured window (processes discover the files and warm
-    /// up) [default: 5; 2 with --quick].
+    /// Live and fleet: seconds of load before the measured window, counted from when a line of
+    /// every file was loaded (every shipper is publishing) [default: 5; 2 with --quick].
     #[arg(long, env = "BENCH_LIVE_WARMUP_SECS")]
     pub live_warmup_secs: Option<u64>,
 
@@ -250,6 +256,25 @@ pub struct Config {
     /// Live and footprint: give up waiting for the last lines after this many seconds.
     #[arg(long, env = "BENCH_DRAIN_TIMEOUT_SECS", default_value_t = 600)]
     pub drain_timeout_secs: u64,
+
+    /// Fleet: boxes of the many-boxes run, one edge-shipper process each; the first run has 4
+    /// boxes [default: 300; 50 with --quick].
+    #[arg(long, env = "BENCH_FLEET_BOXES", value_parser = clap::value_parser!(u32).range(5..=5000))]
+    pub fleet_boxes: Option<u32>,
+
+    /// Fleet: JSONL files per box of the many-boxes run; the 4-box run tails the same files.
+    #[arg(long, env = "BENCH_FLEET_FILES_PER_BOX", default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub fleet_files_per_box: u32,
+
+    /// Fleet: readings per second over all boxes, the same in both runs
+    /// [default: 6000, 20 per box; 1000 with --quick].
+    #[arg(long, env = "BENCH_FLEET_RATE", value_parser = clap::value_parser!(u32).range(1..))]
+    pub fleet_rate: Option<u32>,
+
+    /// Fleet: length of each run's measured window, in seconds [default: 60; 10 with --quick].
+    #[arg(long, env = "BENCH_FLEET_SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub fleet_secs: Option<u64>,
 
     /// Footprint: files tailed by one edge-shipper.
     #[arg(long, env = "BENCH_FOOTPRINT_FILES", default_value_t = 200,
@@ -432,6 +457,18 @@ impl Config {
         self.pick(self.outage_secs, 60, 5)
     }
 
+    pub fn fleet_boxes(&self) -> u32 {
+        self.pick(self.fleet_boxes, 300, 50)
+    }
+
+    pub fn fleet_rate(&self) -> u32 {
+        self.pick(self.fleet_rate, 6_000, 1_000)
+    }
+
+    pub fn fleet_secs(&self) -> u64 {
+        self.pick(self.fleet_secs, 60, 10)
+    }
+
     pub fn footprint_secs(&self) -> u64 {
         self.pick(self.footprint_secs, 60, 10)
     }
@@ -507,9 +544,15 @@ mod tests {
                 Part::Live,
                 Part::Api,
                 Part::Footprint,
-                Part::Buffer
+                Part::Buffer,
+                Part::Fleet
             ]
         );
+        assert_eq!(
+            (full.fleet_boxes(), full.fleet_rate(), full.fleet_secs()),
+            (300, 6_000, 60)
+        );
+        assert_eq!(full.fleet_files_per_box, 1);
         assert_eq!(full.buffer_stream_bytes(), 64 << 20);
         assert_eq!(full.buffer_carry, 5);
         assert_eq!((full.api_rate, full.api_active_rate), (1000, 50));
@@ -525,6 +568,11 @@ mod tests {
         assert_eq!(quick.naive_sample(), 2_000);
         assert_eq!((full.rounds(), quick.rounds()), (3, 1));
         assert_eq!(quick.live_secs(), 10);
+        // The quick fleet: 50 boxes at the same 20 readings/s a box, 10 s windows.
+        assert_eq!(
+            (quick.fleet_boxes(), quick.fleet_rate(), quick.fleet_secs()),
+            (50, 1_000, 10)
+        );
         // The quick API part stays short: warm-up, window and closed loop ≤ 10 s in all.
         assert_eq!(quick.api_rate, 1000);
         assert!(quick.api_warmup_secs() + quick.api_secs() + quick.api_max_secs() <= 10);
@@ -554,6 +602,33 @@ mod tests {
         assert!(c.api_idempotency_keys);
         assert_eq!(c.api_args(), ["--db-max-connections", "8"]);
         assert!(Config::try_parse_from(["edge-mes-bench", "--api-rate", "0"]).is_err());
+    }
+
+    #[test]
+    fn fleet_flags_parse_and_the_fleet_part_runs_alone() {
+        let c = Config::try_parse_from([
+            "edge-mes-bench",
+            "--only",
+            "fleet",
+            "--fleet-boxes",
+            "500",
+            "--fleet-rate",
+            "10000",
+            "--fleet-secs",
+            "30",
+            "--fleet-files-per-box",
+            "2",
+        ])
+        .unwrap();
+        assert!(c.runs(Part::Fleet) && !c.runs(Part::Live));
+        assert_eq!(
+            (c.fleet_boxes(), c.fleet_rate(), c.fleet_secs()),
+            (500, 10_000, 30)
+        );
+        assert_eq!(c.fleet_files_per_box, 2);
+        // The many-boxes run must have more boxes than the four-box run.
+        assert!(Config::try_parse_from(["edge-mes-bench", "--fleet-boxes", "4"]).is_err());
+        assert!(Config::try_parse_from(["edge-mes-bench", "--fleet-rate", "0"]).is_err());
     }
 
     #[test]

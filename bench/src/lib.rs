@@ -16,7 +16,10 @@
 //! - [`api`]: part 3 (mes-api under an open-loop load; exactly-once of the reports and events).
 //! - [`http_load`]: keep-alive HTTP/1.1 connections, open-loop schedule, closed loop.
 //! - [`footprint`]: part 4 (edge-shipper memory and CPU).
+//! - [`steady_load`]: a steady load on a fresh deployment (shippers, workers, writer, ledger
+//!   poller), shared by the live and fleet parts.
 //! - [`buffer`]: part 5 (READINGS carries many times its size limit; `--soak`).
+//! - [`fleet`]: many boxes (issue 15): the same total rate from 4 boxes and from hundreds.
 //! - [`archive`]: edge-mes-archiver on a day of readings (`--only archive`, issue 16).
 //! - [`rollups`]: a 30-day panel query on raw readings and on the rollups (`--only rollups`,
 //!   issue 16).
@@ -29,6 +32,7 @@ pub mod baseline;
 pub mod binaries;
 pub mod buffer;
 pub mod config;
+pub mod fleet;
 pub mod footprint;
 pub mod generate;
 pub mod http_load;
@@ -40,6 +44,7 @@ pub mod report;
 pub mod rollups;
 pub mod servers;
 pub mod stack;
+pub mod steady_load;
 pub mod visibility;
 pub mod writer;
 
@@ -113,6 +118,15 @@ pub async fn run(config: Config, command: String) -> anyhow::Result<Report> {
                 report.checks.extend(checks);
             }
             Err(e) => report.errors.push(format!("buffer: {e:#}")),
+        }
+    }
+    if bench.config.runs(Part::Fleet) {
+        match fleet::run(&bench).await {
+            Ok((fleet, checks)) => {
+                report.fleet = Some(fleet);
+                report.checks.extend(checks);
+            }
+            Err(e) => report.errors.push(format!("fleet: {e:#}")),
         }
     }
     if bench.config.runs(Part::Archive) {

@@ -6,90 +6,29 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::generate::{share, LiveSeries};
-use crate::monitored::{terminate_all, Monitored};
-use crate::report::{CatchUp, Check, Distribution, LiveReport};
-use crate::stack::{wait_until, Bench, CpuSnapshot};
-use crate::visibility::{poll_until, Visibility};
-use crate::writer::{now_us, LineLogs, LiveFile, RateWriter, WrittenLine};
-
-const EXIT_LIMIT: Duration = Duration::from_secs(60);
+use crate::report::{CatchUp, Check, LiveReport};
+use crate::stack::Bench;
+use crate::steady_load::{LoadShape, SteadyLoad};
+use crate::writer::{now_us, LiveFile, WrittenLine};
 
 pub async fn run(bench: &mut Bench) -> anyhow::Result<(LiveReport, Vec<Check>)> {
     let cfg = bench.config.clone();
     let rate = cfg.live_rate();
-    let window = Duration::from_secs(cfg.live_secs());
-    let drain = Duration::from_secs(cfg.drain_timeout_secs);
-    let dep = bench.deploy("live").await?;
-    let (files, boxes) = layout(
-        &bench.dir("live")?,
-        cfg.live_files,
-        cfg.live_boxes,
-        cfg.resources,
-        cfg.sensors,
-    )?;
-    let names: Vec<String> = files
-        .iter()
-        .map(|f| {
-            f.path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        })
-        .collect();
-    let logs = LineLogs::new(files.len());
-
-    let mut workers = Vec::new();
-    for w in 0..cfg.workers {
-        workers.push(bench.spawn(&format!("live-worker-{}", w + 1), bench.worker(&dep))?);
-    }
-    let mut shippers = Vec::new();
-    for (box_id, dir) in &boxes {
-        let cmd = bench.shipper(&dep, box_id, dir, false)?;
-        shippers.push(bench.spawn(&format!("live-shipper-{box_id}"), cmd)?);
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-
-    let vis = Visibility::new(logs.clone(), &names);
-    let visible = vis.visible.clone();
-    let stop_polling = CancellationToken::new();
-    let _stop_polling_on_error = stop_polling.clone().drop_guard();
-    let poller = tokio::spawn(poll_until(
-        vis,
-        dep.pool.clone(),
-        Duration::from_millis(cfg.poll_ms),
-        stop_polling.clone(),
-    ));
-    let writer = RateWriter::start(files, f64::from(rate), logs.clone(), cfg.seed)?;
-    info!(
+    let shape = LoadShape {
+        label: "live".to_owned(),
+        files: cfg.live_files,
+        boxes: cfg.live_boxes,
         rate,
-        files = cfg.live_files,
-        boxes = boxes.len(),
-        "live load started"
-    );
-
-    tokio::time::sleep(Duration::from_secs(cfg.live_warmup_secs())).await;
-    let window_start = now_us();
-    let cpu_start = CpuSnapshot::take(&bench.servers, &shippers, &workers);
-    tokio::time::sleep(window).await;
-    let window_end = now_us();
-    let cpu = CpuSnapshot::take(&bench.servers, &shippers, &workers).since(&cpu_start);
-    let watched: Vec<&Monitored> = shippers.iter().chain(&workers).collect();
-    info!("live window over; waiting for its last lines");
-    let logs_ref = logs.clone();
-    wait_until(
-        "the window's lines to be committed",
-        drain,
-        &watched,
-        || {
-            let done = logs_ref.visible_before(window_end);
-            async move { Ok(done) }
-        },
-    )
-    .await?;
+        shipper_sample_every: crate::monitored::SAMPLE_EVERY,
+    };
+    let load =
+        SteadyLoad::start(bench, &shape, Duration::from_secs(cfg.live_warmup_secs())).await?;
+    let window = load
+        .window(bench, Duration::from_secs(cfg.live_secs()))
+        .await?;
 
     let (catch_up_window, catch_up_skipped) = if cfg.outage_secs() == 0 {
         (None, Some("--outage-secs 0".to_owned()))
@@ -101,12 +40,8 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<(LiveReport, Vec<Check>)> 
         nats.restart().await.context("restart nats-server")?;
         let restarted = now_us();
         info!("nats-server restarted; waiting for the backlog to drain");
-        let logs_ref = logs.clone();
-        wait_until("the backlog to drain", drain, &watched, || {
-            let done = logs_ref.visible_before(restarted);
-            async move { Ok(done) }
-        })
-        .await?;
+        load.wait_visible_before("the backlog to drain", restarted)
+            .await?;
         (Some((stopped, restarted)), None)
     } else {
         (
@@ -115,77 +50,28 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<(LiveReport, Vec<Check>)> 
         )
     };
 
-    let written = writer.stop().await?;
-    wait_until("every line to be committed", drain, &watched, || {
-        let done = visible.load(std::sync::atomic::Ordering::Relaxed) >= written.lines;
-        async move { Ok(done) }
-    })
-    .await
-    .unwrap_or_else(|e| warn!(error = %e, "not every line was seen committed"));
-    stop_polling.cancel();
-    let poller = poller.await??.finish(&dep.pool).await?;
-    drop(watched);
-    let exits = terminate_all(shippers.into_iter().chain(workers).collect(), EXIT_LIMIT).await?;
-    for e in &exits {
-        e.ensure_success()?;
-    }
-
-    let lines = logs.all_lines();
-    let checks = vec![
-        Check::equal(
-            "live: lines seen committed",
-            written.lines,
-            lines.iter().filter(|l| l.visible_us != 0).count() as u64,
-        ),
-        Check::equal(
-            "live: ledger sum(rows_loaded)",
-            written.lines,
-            dep.rows_loaded().await?,
-        ),
-        Check::equal(
-            "live: count(*) of readings",
-            written.lines,
-            dep.readings().await?,
-        ),
-        Check::equal("live: rejected_readings", 0, dep.rejected().await?),
-    ];
-    bench.retire(dep).await?;
-
-    let window_secs = (window_end - window_start) as f64 / 1e6;
-    let in_window: Vec<&WrittenLine> = lines
-        .iter()
-        .filter(|l| (window_start..window_end).contains(&l.written_us))
-        .collect();
-    let committed_in_window = lines
-        .iter()
-        .filter(|l| (window_start..window_end).contains(&l.visible_us))
-        .count();
-    let latency_ms = Distribution::of_micros(
-        in_window
-            .iter()
-            .filter(|l| l.visible_us != 0)
-            .map(|l| l.visible_us - l.written_us)
-            .collect(),
-    );
+    let done = load.finish().await?;
+    bench.retire(done.dep).await?;
+    let figures = window.figures(&done.lines);
     Ok((
         LiveReport {
             files: cfg.live_files,
             boxes: cfg.live_boxes,
             requested_rate: rate,
-            window_secs,
-            rate_held: in_window.len() as f64 / window_secs,
-            commit_rate: committed_in_window as f64 / window_secs,
-            latency_ms,
+            window_secs: figures.window_secs,
+            rate_held: figures.rate_held,
+            commit_rate: figures.commit_rate,
+            latency_ms: figures.latency_ms,
             poll_interval_ms: cfg.poll_ms,
-            poller: poller.into(),
-            cpu,
-            writer_max_gap_ms: written.max_gap.as_secs_f64() * 1000.0,
+            poller: done.poller.into(),
+            cpu: window.cpu,
+            writer_max_gap_ms: done.written.max_gap.as_secs_f64() * 1000.0,
             catch_up: catch_up_window
-                .map(|(stopped, restarted)| catch_up(&lines, stopped, restarted)),
+                .map(|(stopped, restarted)| catch_up(&done.lines, stopped, restarted)),
             catch_up_skipped,
-            total_lines: written.lines,
+            total_lines: done.written.lines,
         },
-        checks,
+        done.checks,
     ))
 }
 

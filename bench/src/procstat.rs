@@ -75,6 +75,12 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     parse_status_kib(&text, "VmHWM")
 }
 
+/// Resident set size (`VmRSS`) of a running process, in KiB; `None` once it has exited.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status_kib(&text, "VmRSS")
+}
+
 /// Live children of `pid`, by scanning `/proc`.
 pub fn children_of(pid: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -149,6 +155,7 @@ mod tests {
         let s = read_stat(me).unwrap();
         assert_ne!(s.state, 'Z');
         assert!(peak_rss_kib(me).unwrap() > 0);
+        assert!(rss_kib(me).unwrap() > 0);
         assert!(tree_ticks(me).is_some());
         assert!(ticks_per_sec() >= 100);
         assert!(children_of(s.ppid).contains(&me));

@@ -27,6 +27,7 @@ pub struct Report {
     pub footprint: Option<FootprintReport>,
     pub api: Option<ApiReport>,
     pub buffer: Option<crate::buffer::BufferReport>,
+    pub fleet: Option<crate::fleet::FleetReport>,
     pub targets: Vec<Target>,
     pub checks: Vec<Check>,
     /// Parts that failed with an error (their figures are missing).
@@ -366,6 +367,7 @@ impl Report {
             rounds: Vec::new(),
             live: None,
             buffer: None,
+            fleet: None,
             footprint: None,
             api: None,
             targets: Vec::new(),
@@ -485,6 +487,23 @@ impl Report {
             Some(a) => api_target(a),
             None => not_measured("API p99 at 1,000 reports/s (part 3)", "≤ 20 ms"),
         });
+        let fleet_what = "fleet: many boxes against 4 at the same total rate";
+        let fleet_goal = "p99 ≤ 2 × the 4 boxes' (≥ 200 ms), rate held ≥ 98 %";
+        t.push(
+            match self
+                .fleet
+                .as_ref()
+                .and_then(crate::fleet::FleetReport::held_up)
+            {
+                Some((met, measured)) => Target {
+                    what: fleet_what.to_owned(),
+                    target: fleet_goal.to_owned(),
+                    measured,
+                    met: Some(met),
+                },
+                None => not_measured(fleet_what, fleet_goal),
+            },
+        );
         self.targets = t;
     }
 
@@ -540,6 +559,9 @@ impl Report {
         }
         if let Some(b) = &self.buffer {
             render_buffer(&mut s, b);
+        }
+        if let Some(f) = &self.fleet {
+            render_fleet(&mut s, f);
         }
         if let Some(f) = &self.footprint {
             let _ = writeln!(
@@ -883,6 +905,119 @@ fn render_buffer(s: &mut String, b: &crate::buffer::BufferReport) {
             .map_or_else(|| "–".to_owned(), |m| format!("{m:.1}")),
         b.shipper_publish_retries
     );
+}
+
+fn render_fleet(s: &mut String, f: &crate::fleet::FleetReport) {
+    let _ = writeln!(
+        s,
+        "\n### Fleet: many boxes\n\n{} readings/s over the same {} files in every run ({} a file), one edge-shipper process per box.\n",
+        thousands(f64::from(f.requested_rate)),
+        f.files,
+        f64::from(f.requested_rate) / f64::from(f.files.max(1)),
+    );
+    let mut header = "| figure |".to_owned();
+    let mut rule = "|---|".to_owned();
+    for r in &f.runs {
+        let _ = write!(header, " {} boxes |", r.boxes);
+        rule.push_str("---|");
+    }
+    let _ = writeln!(s, "{header}\n{rule}");
+    let mut row = |name: &str, cell: &dyn Fn(&crate::fleet::FleetRun) -> String| {
+        let cells: String = f.runs.iter().map(|r| format!(" {} |", cell(r))).collect();
+        let _ = writeln!(s, "| {name} |{cells}");
+    };
+    row("readings/s per box", &|r| {
+        format!("{:.1}", f64::from(f.requested_rate) / f64::from(r.boxes))
+    });
+    row("window, s", &|r| format!("{:.0}", r.window_secs));
+    row("rate held: written / committed, readings/s", &|r| {
+        format!("{} / {}", thousands(r.rate_held), thousands(r.commit_rate))
+    });
+    row("write → row, ms: p50 · p99 · max", &|r| {
+        let d = &r.latency_ms;
+        format!("{:.0} · **{:.0}** · {:.0}", d.p50, d.p99, d.max)
+    });
+    row(
+        "CPU s in the window: shippers · workers · nats · PostgreSQL · bench",
+        &|r| {
+            let c = &r.cpu;
+            format!(
+                "{:.1} · {:.1} · {} · {} · {:.1}",
+                c.shippers_secs,
+                c.workers_secs,
+                opt(c.nats_secs, 1),
+                opt(c.postgres_secs, 1),
+                c.bench_secs
+            )
+        },
+    );
+    row(
+        "CPU, % of one core: shippers · workers · nats · PostgreSQL",
+        &|r| {
+            let c = &r.cpu;
+            let pct = |v: f64| format!("{:.0}", 100.0 * v / c.wall_secs.max(1e-9));
+            format!(
+                "{} · {} · {} · {}",
+                pct(c.shippers_secs),
+                pct(c.workers_secs),
+                c.nats_secs.map_or_else(|| "n/a".to_owned(), pct),
+                c.postgres_secs.map_or_else(|| "n/a".to_owned(), pct)
+            )
+        },
+    );
+    row(
+        "CPU-µs per reading: shippers · workers · nats · PostgreSQL",
+        &|r| {
+            let u = &r.cpu_us_per_reading;
+            format!(
+                "{:.1} · {:.1} · {} · {}",
+                u.shippers,
+                u.workers,
+                opt(u.nats, 1),
+                opt(u.postgres, 1)
+            )
+        },
+    );
+    row("worker peak RSS, MiB", &|r| {
+        list_mib(&r.worker_peak_rss_kib)
+    });
+    row("nats-server RSS, max in the window, MiB", &|r| {
+        format!("{:.1}", mib(r.window_max.nats_rss_kib))
+    });
+    row("shippers RSS, max of the sum in the window, MiB", &|r| {
+        format!("{:.1}", mib(r.window_max.shippers_rss_kib))
+    });
+    row("shipper peak RSS per box, MiB: mean · max", &|r| {
+        format!(
+            "{:.1} · {:.1}",
+            r.shipper_peak_rss_kib_mean / 1024.0,
+            mib(r.shipper_peak_rss_kib_max)
+        )
+    });
+    row(
+        "consumer, max in the window: ack pending · pending · redelivered",
+        &|r| {
+            let w = &r.window_max;
+            format!(
+                "{} · {} · {} ({} samples)",
+                w.ack_pending, w.pending, w.redelivered, w.consumer_samples
+            )
+        },
+    );
+    row(
+        "database bytes per reading: readings · ingest_ledger",
+        &|r| {
+            format!(
+                "{:.0} · {:.0} ({} ledger rows)",
+                r.readings_bytes_per_row,
+                r.ledger_bytes_per_reading,
+                thousands(r.ledger_rows as f64)
+            )
+        },
+    );
+    row("writer's longest gap, ms", &|r| {
+        format!("{:.0}", r.writer_max_gap_ms)
+    });
 }
 
 #[cfg(test)]

@@ -88,14 +88,22 @@ impl Bench {
         self.servers.drop_database(&dep.db_name).await
     }
 
-    async fn delete_streams(&self, namespace: &str) -> anyhow::Result<()> {
-        let names = protocol::Names::isolated(namespace);
+    /// A JetStream client of the benchmark's NATS (with `NATS_CREDS` when set).
+    pub async fn jetstream(&self) -> anyhow::Result<async_nats::jetstream::Context> {
         let options = match std::env::var_os("NATS_CREDS") {
             Some(creds) => async_nats::ConnectOptions::with_credentials_file(creds).await?,
             None => async_nats::ConnectOptions::new(),
         };
-        let client = options.connect(self.servers.nats_url()).await?;
-        let js = async_nats::jetstream::new(client);
+        let client = options
+            .connect(self.servers.nats_url())
+            .await
+            .context("connect to NATS")?;
+        Ok(async_nats::jetstream::new(client))
+    }
+
+    async fn delete_streams(&self, namespace: &str) -> anyhow::Result<()> {
+        let names = protocol::Names::isolated(namespace);
+        let js = self.jetstream().await?;
         for stream in [&names.readings_stream, &names.dlq_stream] {
             js.delete_stream(stream)
                 .await
@@ -189,6 +197,20 @@ impl Deployment {
 
     pub async fn rejected(&self) -> anyhow::Result<u64> {
         count(&self.pool, "SELECT count(*) FROM rejected_readings").await
+    }
+
+    /// Bytes on disk of `table` with its indexes and TOAST, over all its partitions.
+    pub async fn table_bytes(&self, table: &str) -> anyhow::Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT coalesce((SELECT sum(pg_total_relation_size(relid)) \
+                              FROM pg_partition_tree($1::regclass))::bigint, \
+                             pg_total_relation_size($1::regclass))",
+        )
+        .bind(table)
+        .fetch_one(&self.pool)
+        .await
+        .with_context(|| format!("size of {table}"))?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 }
 

@@ -103,6 +103,12 @@ impl LineLogs {
         (0..self.len()).all(|i| self.file(i).oldest_invisible_us().is_none_or(|w| w >= t_us))
     }
 
+    /// True when the first line of every file has been seen committed (its shipper is
+    /// publishing); false while a file has no line yet.
+    pub fn every_file_has_a_visible_line(&self) -> bool {
+        (0..self.len()).all(|i| self.file(i).visible_prefix > 0)
+    }
+
     /// Every line of every file, copied out.
     pub fn all_lines(&self) -> Vec<WrittenLine> {
         (0..self.len())
@@ -325,5 +331,11 @@ mod tests {
         }
         assert_eq!(bytes, summary.bytes);
         assert!(!logs.visible_before(now_us()));
+        assert!(!logs.every_file_has_a_visible_line());
+        for i in 0..files.len() {
+            let first = logs.file(i).lines[0].end;
+            logs.file(i).mark(0, first, now_us());
+        }
+        assert!(logs.every_file_has_a_visible_line());
     }
 }
