@@ -97,7 +97,11 @@ pub enum Readings {
 
 /// Connects to NATS; the client keeps reconnecting by itself after this.
 pub async fn connect(config: &Config) -> Result<async_nats::Client, SetupError> {
-    let options = config.nats.connect_options("ingest-worker").await?;
+    let scope = crate::site_filter::inbox_scope(&config.sites);
+    let options = config
+        .nats
+        .connect_options_scoped("ingest-worker", scope.as_deref())
+        .await?;
     Ok(options.connect(config.nats.servers()?).await?)
 }
 

@@ -122,7 +122,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
         upkeep.clone(),
     ));
     tracker.close();
-    info!(stream = %names.readings_stream, consumer = %names.consumer, concurrency = config.concurrency, "ingesting");
+    // The consumer and the reply inbox are what this deployment's NATS identity must be allowed
+    // (nats/production/nats-server.conf); the inbox differs per plant (`--sites`).
+    info!(
+        stream = %names.readings_stream,
+        consumer = %names.consumer,
+        inbox = %site_filter::inbox_scope(&config.sites).map_or_else(
+            || protocol::subject::service_inbox_prefix("ingest-worker"),
+            |scope| protocol::subject::service_inbox_prefix_scoped("ingest-worker", &scope),
+        ),
+        concurrency = config.concurrency,
+        "ingesting"
+    );
     let result = pipeline::run(consumer, js, pool.clone(), settings, shutdown.clone()).await;
     upkeep.cancel();
     tracker.wait().await;

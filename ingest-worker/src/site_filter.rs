@@ -51,20 +51,33 @@ impl std::str::FromStr for Site {
     }
 }
 
-/// The sites sorted, without repeats: the same set gives the same durable name.
-fn normalized(sites: &[Site]) -> Vec<&str> {
-    let mut v: Vec<&str> = sites.iter().map(Site::as_str).collect();
+/// The sites as their shippers' subjects carry them (escaped tokens: a site `PLANT_1` is
+/// `PLANT__1` there), sorted, without repeats: the same set gives the same durable name, and the
+/// one site `A_B` (`A__B`) another than the two sites `A` and `B` (`A_B`).
+fn normalized(sites: &[Site]) -> Vec<String> {
+    let mut v: Vec<String> = sites
+        .iter()
+        .map(|s| protocol::subject::escape_token(s.as_str()))
+        .collect();
     v.sort_unstable();
     v.dedup();
     v
 }
 
+/// The reply inbox scope of a worker limited to `sites`: its durable name's suffix (`BKK`,
+/// `BER_BKK`), so its replies, among them the readings it pulls, arrive under
+/// `_INBOX.ingest-worker.<scope>` and a plant's worker identity may be allowed its own subtree
+/// only (nats/production/nats-server.conf, "plant worker"). `None` without sites.
+pub fn inbox_scope(sites: &[Site]) -> Option<String> {
+    let sites = normalized(sites);
+    (!sites.is_empty()).then(|| sites.join("_"))
+}
+
 /// `names` with the consumer's durable name suffixed by the sites (`ingest_BER_BKK`); unchanged
 /// without sites.
 pub fn limit_names(mut names: Names, sites: &[Site]) -> Names {
-    let sites = normalized(sites);
-    if !sites.is_empty() {
-        names.consumer = format!("{}_{}", names.consumer, sites.join("_"));
+    if let Some(suffix) = inbox_scope(sites) {
+        names.consumer = format!("{}_{suffix}", names.consumer);
     }
     names
 }
@@ -129,6 +142,26 @@ mod tests {
         assert_eq!(
             limit_names(isolated, &sites(&["BKK"])).consumer,
             "ingest_t1_BKK"
+        );
+        assert_eq!(inbox_scope(&[]), None);
+        assert_eq!(inbox_scope(&s).as_deref(), Some("BER_BKK"));
+    }
+
+    #[test]
+    fn a_site_with_an_underscore_is_filtered_as_its_shippers_publish_it() {
+        let names = Names::default();
+        let plant = sites(&["PLANT_1"]);
+        let published = protocol::subject::readings_subject("PLANT_1", "edge-01");
+        let filter = filter_subjects(&names, &plant).remove(0);
+        assert_eq!(filter, "edge.readings.PLANT__1.>");
+        assert!(
+            published.starts_with(filter.trim_end_matches('>')),
+            "{published}"
+        );
+        // One site `A_B` and the two sites `A` and `B` never share a durable consumer.
+        assert_ne!(
+            limit_names(names.clone(), &sites(&["A_B"])).consumer,
+            limit_names(names, &sites(&["A", "B"])).consumer
         );
     }
 }

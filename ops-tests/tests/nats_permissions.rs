@@ -41,6 +41,9 @@ use crate::loaded_stack::free_addr;
 use crate::static_checks::{nats_config_env, stream_file, tool};
 
 const USERS: [&str; 6] = ["shipper", "worker", "api", "mes", "leaf", "sys"];
+/// The plant workers of `plant_workers_each_read_their_own_site_only` (lower case, as the
+/// password variables name them).
+const PLANT_WORKERS: [&str; 2] = ["worker_bkk", "worker_ber"];
 /// How long a JetStream call may take before it counts as refused.
 const JS_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -119,6 +122,16 @@ impl ProductionNats {
     /// blocks uncommented, the client port's optional `verify: true` too (mutual TLS).
     async fn start(nats: &Path, boxes: &[&EdgeBox], tls: Option<&TlsFiles>) -> ProductionNats {
         let conf = std::fs::read_to_string(repo("nats/production/nats-server.conf")).unwrap();
+        Self::start_conf(nats, boxes, tls, conf).await
+    }
+
+    /// [`Self::start`] with the production config as edited by the caller (`conf`).
+    async fn start_conf(
+        nats: &Path,
+        boxes: &[&EdgeBox],
+        tls: Option<&TlsFiles>,
+        conf: String,
+    ) -> ProductionNats {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("boxes.inc"), boxes_file(boxes)).unwrap();
         let env = server_env(&conf);
@@ -380,7 +393,10 @@ fn fill_passwords(v: &mut serde_json::Value) {
 }
 
 fn password(user: &str) -> String {
-    assert!(USERS.contains(&user), "unknown user {user}");
+    assert!(
+        USERS.contains(&user) || PLANT_WORKERS.contains(&user),
+        "unknown user {user}"
+    );
     format!("pw-{user}-test")
 }
 
@@ -1093,4 +1109,180 @@ async fn next_message(consumer: &Consumer<pull::Config>) -> Message {
         .await
         .unwrap();
     batch.next().await.expect("no message within 10 s").unwrap()
+}
+
+/// The config's "plant worker" template as an operator applies it for each of `sites`: the block
+/// copied per site, the site put in place of BKK, one leading `# ` removed.
+fn with_plant_workers(conf: &str, sites: &[&str]) -> String {
+    let begin = conf
+        .find("# --- plant worker begin")
+        .expect("no plant worker template in the config");
+    let end = conf[begin..]
+        .find("# --- plant worker end")
+        .map(|i| begin + i)
+        .expect("the plant worker template has no end");
+    let template: String = conf[begin..end]
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let t = line.trim_start();
+            let indent = &line[..line.len() - t.len()];
+            format!("{indent}{}\n", t.strip_prefix("# ").unwrap_or(t))
+        })
+        .collect();
+    let blocks: String = sites
+        .iter()
+        .map(|site| template.replace("BKK", site))
+        .collect();
+    // After the marker line: the copies go where the template is, inside the users list.
+    let after = begin + conf[begin..].find('\n').unwrap() + 1;
+    format!("{}{blocks}{}", &conf[..after], &conf[after..])
+}
+
+/// An ingest-worker of `site` (`--sites <site>`) as the binary connects (its client name and
+/// scoped inbox), logging in as the plant's own identity.
+async fn plant_worker(nats: &ProductionNats, site: &str) -> (ingest_worker::Config, Context) {
+    let mut config = ingest_worker::Config::for_urls(&nats.url(), "postgres://unused");
+    config.sites = vec![ingest_worker::site_filter::Site::parse(site).unwrap()];
+    config.nats.nats_user = Some(format!("worker_{site}"));
+    config.nats.nats_password = Some(password(&format!("worker_{}", site.to_lowercase())));
+    let client = ingest_worker::jetstream::connect(&config)
+        .await
+        .unwrap_or_else(|e| panic!("the {site} worker cannot connect: {e}"));
+    (config, js(client))
+}
+
+async fn plant_setup(worker: &Context, config: &ingest_worker::Config) -> Consumer<pull::Config> {
+    match ingest_worker::jetstream::ensure(worker, &config.names(), config)
+        .await
+        .unwrap_or_else(|e| panic!("a plant worker cannot set up its streams: {e}"))
+    {
+        ingest_worker::jetstream::Readings::Ready(consumer) => consumer,
+        ingest_worker::jetstream::Readings::Sealed(_) => panic!("a new stream is never sealed"),
+    }
+}
+
+/// One database per plant from one NATS: each plant's worker identity (the config's template,
+/// applied for BKK and BER) sets up and loads its own site and nothing else.
+#[tokio::test]
+async fn plant_workers_each_read_their_own_site_only() {
+    let Some(nats_server) = tool("nats-server") else {
+        return;
+    };
+    let keys = tempfile::tempdir().unwrap();
+    let bkk_box = EdgeBox::issue(keys.path(), "BKK", "edge-01");
+    let ber_box = EdgeBox::issue(keys.path(), "BER", "edge-01");
+    let conf = std::fs::read_to_string(repo("nats/production/nats-server.conf")).unwrap();
+    let nats = ProductionNats::start_conf(
+        &nats_server,
+        &[&bkk_box, &ber_box],
+        None,
+        with_plant_workers(&conf, &["BKK", "BER"]),
+    )
+    .await;
+
+    let (bkk_config, bkk) = plant_worker(&nats, "BKK").await;
+    let (ber_config, ber) = plant_worker(&nats, "BER").await;
+    let bkk_consumer = plant_setup(&bkk, &bkk_config).await;
+    let ber_consumer = plant_setup(&ber, &ber_config).await;
+    assert_eq!(bkk_consumer.cached_info().name, "ingest_BKK");
+    assert_eq!(ber_consumer.cached_info().name, "ingest_BER");
+    // A second start of each (what every restart does) passes through the same permissions.
+    plant_setup(&bkk, &bkk_config).await;
+
+    let bkk_pub = nats.connect_box(&bkk_box).await;
+    let ber_pub = nats.connect_box(&ber_box).await;
+    publish_is_acked(&bkk_pub, "BKK box", &bkk_box.subject()).await;
+    publish_is_acked(&ber_pub, "BER box", &ber_box.subject()).await;
+
+    // The BKK worker cannot reach BER's readings: not through a consumer of BER's, nor one of
+    // its own name without its filter, nor an unfiltered one, nor BER's pull or the stream's
+    // messages.
+    let readings = bkk.get_stream(streams::READINGS_STREAM).await.unwrap();
+    for (name, filter) in [
+        ("ingest_BER", "edge.readings.BER.>"),
+        ("ingest_BKK", "edge.readings.>"),
+        ("ingest_BKK", ""),
+        ("mine", ""),
+    ] {
+        let created = readings
+            .create_consumer(pull::Config {
+                durable_name: Some(name.into()),
+                filter_subject: filter.into(),
+                ..Default::default()
+            })
+            .await;
+        assert!(
+            created.is_err(),
+            "the BKK worker created consumer {name} with filter {filter:?}"
+        );
+    }
+    assert!(
+        readings.get_raw_message(2).await.is_err(),
+        "the BKK worker read a message of the stream directly"
+    );
+    let pull = tokio::time::timeout(
+        JS_TIMEOUT,
+        bkk.client().request(
+            "$JS.API.CONSUMER.MSG.NEXT.READINGS.ingest_BER",
+            r#"{"batch":1,"expires":500000000}"#.into(),
+        ),
+    )
+    .await;
+    assert!(
+        !matches!(pull, Ok(Ok(_))),
+        "the BKK worker pulled from BER's consumer"
+    );
+    let mut listener = Listener::connect(
+        async_nats::ConnectOptions::with_user_and_password(
+            "worker_BKK".into(),
+            password("worker_bkk"),
+        ),
+        &nats.url(),
+    )
+    .await;
+    for subject in [
+        "_INBOX.ingest-worker.BER.>",
+        "_INBOX.ingest-worker.>",
+        "edge.>",
+    ] {
+        listener.subscribe(subject).await;
+        listener.refused(subject).await;
+    }
+    publish_is_refused(&bkk, "the BKK worker", "edge.readings.BKK.edge-01").await;
+    publish_is_acked(&bkk, "the BKK worker", "edge.dlq.BKK.edge-01").await;
+    publish_is_refused(&bkk, "the BKK worker", "edge.dlq.BER.edge-01").await;
+
+    // Each loads its own site's reading, the BER one still there for BER after all of the above.
+    let m = next_message(&bkk_consumer).await;
+    assert_eq!(m.subject.as_str(), bkk_box.subject());
+    m.ack().await.unwrap();
+    let m = next_message(&ber_consumer).await;
+    assert_eq!(m.subject.as_str(), ber_box.subject());
+    m.ack().await.unwrap();
+    // Each refusal above was the server's (a permissions violation), not a JetStream error such
+    // as overlapping filters on the work queue.
+    let log = nats.log();
+    for subject in [
+        "$JS.API.CONSUMER.CREATE.READINGS.ingest_BER.edge.readings.BER.>",
+        "$JS.API.CONSUMER.CREATE.READINGS.ingest_BKK.edge.readings.>",
+        "$JS.API.CONSUMER.CREATE.READINGS.ingest_BKK",
+        "$JS.API.CONSUMER.CREATE.READINGS.mine",
+        "$JS.API.STREAM.MSG.GET.READINGS",
+        "$JS.API.CONSUMER.MSG.NEXT.READINGS.ingest_BER",
+    ] {
+        assert!(
+            log.contains(&format!(
+                "\"EDGE/user:worker_BKK\" - Publish Violation - Subject \"{subject}\""
+            )),
+            "no permissions violation of worker_BKK for {subject} in the server's log:\n{log}"
+        );
+    }
+    let readings = &readings;
+    wait_until(
+        Duration::from_secs(10),
+        "READINGS to be empty (both readings acknowledged by their plants)",
+        || async move { readings.clone().info().await.unwrap().state.messages == 0 },
+    )
+    .await;
 }

@@ -114,6 +114,14 @@ pub fn service_inbox_prefix(name: &str) -> String {
     format!("_INBOX.{}", escape_token(name))
 }
 
+/// Reply inbox prefix of one deployment of a service: `_INBOX.<name>.<scope>` (an ingest-worker
+/// limited to site BKK: `_INBOX.ingest-worker.BKK`). Inside the service's own subtree, so
+/// permissions written for the service still cover it, while a deployment's own identity can be
+/// given its subtree only.
+pub fn service_inbox_prefix_scoped(name: &str, scope: &str) -> String {
+    format!("{}.{}", service_inbox_prefix(name), escape_token(scope))
+}
+
 /// `edge.dlq.<site>.<box>`
 pub fn dlq_subject(site: &str, box_id: &str) -> String {
     format!(
@@ -178,6 +186,14 @@ mod tests {
             "_INBOX.ingest-worker"
         );
         assert_eq!(service_inbox_prefix("a.b >"), "_INBOX.a_2Eb_20_3E");
+        assert_eq!(
+            service_inbox_prefix_scoped("ingest-worker", "BKK"),
+            "_INBOX.ingest-worker.BKK"
+        );
+        assert_eq!(
+            service_inbox_prefix_scoped("ingest-worker", "B.K"),
+            "_INBOX.ingest-worker.B_2EK"
+        );
         let key = "UCT5NERPK2SAKCXVGO2WCAL66LVLYFVXLZ72CGICPAWSCWQZCIIP7MM3";
         assert_eq!(nkey_inbox_prefix(key), format!("_INBOX.{key}"));
     }

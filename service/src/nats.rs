@@ -261,9 +261,24 @@ impl NatsArgs {
     /// Files named by the flags are read (or checked) here, so a missing or wrong one is an
     /// error at start, not a connection retried forever.
     pub async fn connect_options(&self, name: &str) -> Result<ConnectOptions, NatsConfigError> {
+        self.connect_options_scoped(name, None).await
+    }
+
+    /// [`Self::connect_options`] for one deployment of a service (`scope`, e.g. the sites of an
+    /// ingest-worker limited to some): replies under `_INBOX.<name>.<scope>` unless an nkey
+    /// identity sets its own.
+    pub async fn connect_options_scoped(
+        &self,
+        name: &str,
+        scope: Option<&str>,
+    ) -> Result<ConnectOptions, NatsConfigError> {
+        let inbox = match scope {
+            Some(scope) => protocol::subject::service_inbox_prefix_scoped(name, scope),
+            None => protocol::subject::service_inbox_prefix(name),
+        };
         let mut options = ConnectOptions::new()
             .name(name)
-            .custom_inbox_prefix(protocol::subject::service_inbox_prefix(name))
+            .custom_inbox_prefix(inbox)
             .retry_on_initial_connect()
             .max_reconnects(None)
             .event_callback(|event| async move {
