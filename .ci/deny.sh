@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Supply-chain check with cargo-deny and deny.toml (docs/fuzzing.md): licenses, bans (duplicate
 # versions are warnings) and sources (crates.io only), for the workspace and for the fuzz crate
-# (fuzz/, its own lock file). Offline (--frozen): it needs only the lock files and the crates
-# cargo has already downloaded. Run by ./test.sh; by hand:
+# (fuzz/, its own lock file). It fetches the locked crates of both graphs, then checks offline
+# (--frozen). Run by ./test.sh; by hand:
 #   .ci/deny.sh                  licenses, bans, sources
 #   .ci/deny.sh --advisories     the same plus RustSec advisories; needs the network (a clone of
 #                                github.com/rustsec/advisory-db), so not run by CI here
@@ -29,6 +29,16 @@ if [ "$("$deny" --version 2>/dev/null)" != "cargo-deny $want" ]; then
 fi
 
 mkdir -p target
+# The checks run offline, on what cargo has downloaded; on a fresh machine the fuzz crate's
+# dependencies (libfuzzer-sys) are not among them before .ci/fuzz.sh builds it. Fetch both graphs
+# first: from crates.io, exactly the versions of the lock files (--locked).
+for manifest in Cargo.toml fuzz/Cargo.toml; do
+  if ! cargo fetch --locked --manifest-path "$manifest" >/dev/null 2>target/deny-fetch.log; then
+    echo "deny: cargo fetch --locked --manifest-path $manifest failed:" >&2
+    tail -n5 target/deny-fetch.log >&2
+    exit 1
+  fi
+done
 failed=0
 # graph name, manifest, then cargo-deny's flags for that graph.
 check_graph() {
