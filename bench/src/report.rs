@@ -1004,14 +1004,16 @@ fn render_fleet(s: &mut String, f: &crate::fleet::FleetReport) {
             )
         },
     );
+    row("readings on disk (heap, index), bytes per row", &|r| {
+        format!("{:.0}", r.readings_bytes_per_row)
+    });
     row(
-        "database bytes per reading: readings · ingest_ledger",
+        "ingest_ledger at the end (merged every 30 s): rows · MiB",
         &|r| {
             format!(
-                "{:.0} · {:.0} ({} ledger rows)",
-                r.readings_bytes_per_row,
-                r.ledger_bytes_per_reading,
-                thousands(r.ledger_rows as f64)
+                "{} · {:.1}",
+                thousands(r.ledger_rows as f64),
+                r.ledger_bytes as f64 / 1048576.0
             )
         },
     );
