@@ -1,5 +1,6 @@
 //! Static checks of the deploy files: NATS configs and stream definitions, the compose file and
-//! Dockerfile, the systemd unit, the Kubernetes overlays.
+//! Dockerfile (and that they agree: what compose and Kubernetes run is in the image), the systemd
+//! unit, the Kubernetes overlays, the Prometheus alert rules.
 //!
 //! Tools: `nats-server`, `systemd-analyze`, `kubectl` (kustomize), `promtool`, and `kubernetes-validate` /
 //! `check-jsonschema` from `target/ops-tools/venv` — `.ci/tools.sh` installs what is missing. A
@@ -280,6 +281,7 @@ fn compose_file_parses_and_every_referenced_file_exists() {
         "mes-api",
         "ingest-worker",
         "edge-shipper",
+        "archiver",
         "grafana",
     ] {
         assert!(names.contains(s), "service {s} missing: {names:?}");
@@ -378,8 +380,220 @@ fn compose_file_parses_and_every_referenced_file_exists() {
     }
 }
 
+/// The port of a compose health check that requests `GET /...` through bash's /dev/tcp.
+fn healthcheck_port(svc: &Value) -> Option<u16> {
+    let test = svc["healthcheck"]["test"].as_sequence()?;
+    let script = test.last()?.as_str()?;
+    Regex::new(r"/dev/tcp/127\.0\.0\.1/(\d+)")
+        .unwrap()
+        .captures(script)
+        .map(|c| c[1].parse().unwrap())
+}
+
+/// The long-running services log in to PostgreSQL as their own least-privilege logins, which
+/// deploy/compose/initdb creates in the group role the migrations grant to, with the password
+/// variable (and default) the service's URL uses; only the one-shot jobs use the schema's owner.
 #[test]
-fn dockerfile_builds_all_three_binaries_into_a_small_non_root_image() {
+fn compose_services_log_in_with_their_own_least_privilege_logins() {
+    let compose = &yaml_file(&root().join("deploy/compose.yaml"))[0];
+    let services = &compose["services"];
+    let script =
+        std::fs::read_to_string(root().join("deploy/compose/initdb/20-service-logins.sh")).unwrap();
+    let migrations: String = files_under(&root().join("db/migrations"), "sql")
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    // login -> (psql variable, group role)
+    let logins: BTreeMap<String, (String, String)> =
+        Regex::new(r"CREATE ROLE (\w+) LOGIN PASSWORD :'(\w+)' IN ROLE (\w+);")
+            .unwrap()
+            .captures_iter(&script)
+            .map(|c| (c[1].to_owned(), (c[2].to_owned(), c[3].to_owned())))
+            .collect();
+    // psql variable -> environment variable of the database container
+    let psql_vars: BTreeMap<String, String> = Regex::new(r#"-v (\w+)="\$(\w+)""#)
+        .unwrap()
+        .captures_iter(&script)
+        .map(|c| (c[1].to_owned(), c[2].to_owned()))
+        .collect();
+    let url = Regex::new(r"^postgres://(\w+):\$\{(\w+):-([^}]*)\}@timescaledb:5432/").unwrap();
+    let expected_group = BTreeMap::from([
+        ("mes-api", "edge_mes_api"),
+        ("ingest-worker", "edge_mes_worker"),
+        ("archiver", "edge_mes_archiver"),
+    ]);
+    let mut checked = BTreeSet::new();
+    for (name, svc) in services.as_mapping().unwrap() {
+        let name = name.as_str().unwrap();
+        let Some(database_url) = svc["environment"]["DATABASE_URL"].as_str() else {
+            continue;
+        };
+        let c = url
+            .captures(database_url)
+            .unwrap_or_else(|| panic!("compose {name}: DATABASE_URL {database_url}"));
+        let (login, var, default) = (&c[1], &c[2], &c[3]);
+        if login == "postgres" {
+            assert_eq!(
+                svc["restart"], "no",
+                "compose {name}: a long-running service logs in as the schema's owner"
+            );
+            continue;
+        }
+        assert_eq!(
+            svc["environment"]["DB_MIGRATE"], "never",
+            "compose {name}: a least-privilege login only checks the migrations"
+        );
+        let (psql_var, group) = logins
+            .get(login)
+            .unwrap_or_else(|| panic!("compose {name}: login {login} is not created by initdb"));
+        if let Some(want) = expected_group.get(name) {
+            assert_eq!(group, want, "compose {name}: login {login}");
+            checked.insert(name);
+        }
+        assert!(
+            script.contains(&format!("CREATE ROLE {group} NOLOGIN;")),
+            "initdb: group role {group} is not created before the migrations"
+        );
+        assert!(
+            migrations.contains(&format!("TO {group}")),
+            "no migration grants anything to {group}"
+        );
+        assert_eq!(
+            psql_vars.get(psql_var).map(String::as_str),
+            Some(var),
+            "compose {name}: the login's password comes from ${var}"
+        );
+        assert_eq!(
+            services["timescaledb"]["environment"][var].as_str(),
+            Some(format!("${{{var}:-{default}}}").as_str()),
+            "compose timescaledb: {var} with the default of {name}'s URL"
+        );
+    }
+    assert_eq!(checked.len(), expected_group.len(), "{checked:?}");
+}
+
+/// The archiver in compose: `run` with metrics on the port its health check asks, the local
+/// archive on a named volume, started after the migrations.
+#[test]
+fn compose_archiver_archives_to_a_volume_and_is_checked_on_its_metrics() {
+    let compose = &yaml_file(&root().join("deploy/compose.yaml"))[0];
+    let svc = &compose["services"]["archiver"];
+    assert_eq!(svc["command"][0], "edge-mes-archiver");
+    assert_eq!(svc["command"][1], "run");
+    let env = &svc["environment"];
+    let metrics = env["ARCHIVER_METRICS_ADDR"]
+        .as_str()
+        .expect("metrics address");
+    let port: u16 = metrics.rsplit_once(':').unwrap().1.parse().unwrap();
+    assert_eq!(healthcheck_port(svc), Some(port), "health check port");
+    let target = compose_interpolate(env["ARCHIVER_TARGET"].as_str().unwrap());
+    let mounted = svc["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .any(|v| {
+            let parts: Vec<&str> = v.split(':').collect();
+            parts[1] == target && compose["volumes"].get(parts[0]).is_some()
+        });
+    assert!(mounted, "ARCHIVER_TARGET {target} is not on a named volume");
+    assert_eq!(
+        svc["depends_on"]["migrate"]["condition"],
+        "service_completed_successfully"
+    );
+    assert_eq!(svc["restart"], "unless-stopped");
+}
+
+/// What the Dockerfile builds and installs.
+struct ImageContents {
+    /// Packages of `cargo build ... -p <package>`.
+    packages: BTreeSet<String>,
+    /// Binaries copied from `target/release/` into the image.
+    binaries: BTreeSet<String>,
+    /// Directories the final stage creates for the non-root user (its home and `chown edge:edge`).
+    user_dirs: BTreeSet<String>,
+}
+
+fn image_contents() -> ImageContents {
+    let text = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
+    // One logical line per instruction.
+    let text = text.replace("\\\n", " ");
+    let words = |re: &str| -> BTreeSet<String> {
+        let re = Regex::new(re).unwrap();
+        let found: BTreeSet<String> = text
+            .lines()
+            .flat_map(|l| {
+                re.captures_iter(l)
+                    .map(|c| c[1].to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert!(!found.is_empty(), "Dockerfile: nothing matches {re}");
+        found
+    };
+    let build = text
+        .lines()
+        .find(|l| l.contains("cargo build --release"))
+        .expect("Dockerfile: cargo build --release");
+    let cargo_build = build
+        .split("&&")
+        .find(|c| c.contains("cargo build"))
+        .unwrap();
+    let packages = Regex::new(r"-p\s+([A-Za-z0-9_-]+)")
+        .unwrap()
+        .captures_iter(cargo_build)
+        .map(|c| c[1].to_owned())
+        .collect();
+    let chowned = words(r"chown\s+edge:edge\s+([^&]+)");
+    let mut user_dirs: BTreeSet<String> = chowned
+        .iter()
+        .flat_map(|dirs| dirs.split_whitespace().map(str::to_owned))
+        .collect();
+    user_dirs.extend(words(r"--home-dir\s+(\S+)\s+--create-home"));
+    ImageContents {
+        packages,
+        binaries: words(r"target/release/([A-Za-z0-9_-]+)"),
+        user_dirs,
+    }
+}
+
+/// Binaries of each workspace package (`cargo metadata --no-deps`).
+fn workspace_binaries() -> BTreeMap<String, BTreeSet<String>> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = run(Command::new(cargo)
+        .args([
+            "metadata",
+            "--no-deps",
+            "--offline",
+            "--format-version",
+            "1",
+        ])
+        .current_dir(root()));
+    assert!(
+        out.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let bins = p["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|t| t["kind"].as_array().unwrap().iter().any(|k| k == "bin"))
+                .map(|t| t["name"].as_str().unwrap().to_owned())
+                .collect();
+            (p["name"].as_str().unwrap().to_owned(), bins)
+        })
+        .collect()
+}
+
+#[test]
+fn dockerfile_builds_every_service_binary_into_a_small_non_root_image() {
     let text = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
     let stages: Vec<&str> = text
         .lines()
@@ -392,11 +606,9 @@ fn dockerfile_builds_all_three_binaries_into_a_small_non_root_image() {
         "the final image must not carry the compiler: FROM {}",
         last.lines().next().unwrap()
     );
-    assert!(
-        text.contains(
-            "cargo build --release --locked -p edge-shipper -p ingest-worker -p mes-api -p edge-mes-sim"
-        )
-    );
+    assert!(text.contains(
+        "cargo build --release --locked -p edge-shipper -p ingest-worker -p mes-api -p edge-mes-sim -p edge-mes-archiver"
+    ));
     assert!(
         last.contains("COPY --from="),
         "final stage copies the binaries"
@@ -411,6 +623,121 @@ fn dockerfile_builds_all_three_binaries_into_a_small_non_root_image() {
         "USER {user}"
     );
     assert!(root().join("deploy/Dockerfile.dockerignore").is_file());
+
+    // Every binary of every package built is in the image, and nothing else is copied.
+    let image = image_contents();
+    let workspace = workspace_binaries();
+    let mut built = BTreeSet::new();
+    for p in &image.packages {
+        let bins = workspace
+            .get(p)
+            .unwrap_or_else(|| panic!("Dockerfile builds {p}, not a workspace package"));
+        built.extend(bins.iter().cloned());
+    }
+    assert_eq!(
+        image.binaries, built,
+        "Dockerfile: binaries copied into the image vs. binaries of the packages built"
+    );
+    for b in [
+        "edge-shipper",
+        "ingest-worker",
+        "mes-api",
+        "edge-mes-sim",
+        "edge-mes-archiver",
+    ] {
+        assert!(image.binaries.contains(b), "the image lacks {b}");
+    }
+    assert!(
+        image.user_dirs.contains("/var/lib/edge-mes/archive"),
+        "{:?}",
+        image.user_dirs
+    );
+}
+
+/// The programs compose and Kubernetes start from the project's image are in it, and the
+/// directories its non-root user writes in compose exist in the image owned by that user (a named
+/// volume starts with the ownership of the directory it is mounted on; without one, the
+/// container's own layer is written).
+#[test]
+fn compose_and_kubernetes_run_only_what_the_image_holds() {
+    let image = image_contents();
+    let runs = |what: &str, program: &str| {
+        // bash is the base image's (the demo's one-shot token script).
+        assert!(
+            image.binaries.contains(program) || program == "bash",
+            "{what} runs {program}, which deploy/Dockerfile does not build"
+        );
+    };
+
+    let compose = &yaml_file(&root().join("deploy/compose.yaml"))[0];
+    let mut compose_runs = 0;
+    for (name, svc) in compose["services"].as_mapping().unwrap() {
+        let name = name.as_str().unwrap();
+        if svc["image"] != "edge-mes:local" {
+            continue;
+        }
+        let program = svc["command"][0]
+            .as_str()
+            .unwrap_or_else(|| panic!("compose {name}: no command"));
+        runs(&format!("compose {name}"), program);
+        compose_runs += 1;
+        for v in svc["volumes"].as_sequence().into_iter().flatten() {
+            let spec = compose_interpolate(v.as_str().unwrap());
+            let parts: Vec<&str> = spec.split(':').collect();
+            let named = !(parts[0].starts_with('.') || parts[0].starts_with('/'));
+            if named && parts.get(2) != Some(&"ro") {
+                assert!(
+                    image.user_dirs.contains(parts[1]),
+                    "compose {name}: volume {} on {}, which the image does not create for its user",
+                    parts[0],
+                    parts[1]
+                );
+            }
+        }
+        for (var, value) in svc["environment"].as_mapping().into_iter().flatten() {
+            let var = var.as_str().unwrap();
+            let Some(value) = value.as_str().map(compose_interpolate) else {
+                continue;
+            };
+            if (var.ends_with("_DIR") || var == "ARCHIVER_TARGET") && value.starts_with('/') {
+                assert!(
+                    image.user_dirs.contains(&value),
+                    "compose {name}: {var}={value}, which the image does not create for its user"
+                );
+            }
+        }
+    }
+    assert!(
+        compose_runs >= 6,
+        "only {compose_runs} compose services checked"
+    );
+
+    // Kubernetes: every container of the project's image, in base, components and overlays.
+    let mut k8s_runs = 0;
+    for file in files_under(&root().join("deploy/k8s"), "yaml") {
+        for doc in yaml_file(&file) {
+            let spec = &doc["spec"]["template"]["spec"];
+            for c in ["initContainers", "containers"]
+                .iter()
+                .flat_map(|k| spec[*k].as_sequence().into_iter().flatten())
+            {
+                let image = c["image"].as_str().unwrap_or("");
+                if image != "edge-mes" && !image.ends_with("/edge-mes") {
+                    continue;
+                }
+                let program = c["command"][0]
+                    .as_str()
+                    .or(c["args"][0].as_str())
+                    .unwrap_or_else(|| panic!("{}: a container without args", file.display()));
+                runs(&file.display().to_string(), program);
+                k8s_runs += 1;
+            }
+        }
+    }
+    assert!(
+        k8s_runs >= 5,
+        "only {k8s_runs} Kubernetes containers checked"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -457,8 +784,9 @@ fn edge_shipper_unit_verifies_and_is_hardened() {
 // ---------------------------------------------------------------------------------------------
 // Kubernetes
 
-const KNOWN_KINDS: [(&str, &str); 10] = [
+const KNOWN_KINDS: [(&str, &str); 11] = [
     ("v1", "Namespace"),
+    ("v1", "PersistentVolumeClaim"),
     ("apps/v1", "DaemonSet"),
     ("v1", "Service"),
     ("v1", "ConfigMap"),
@@ -532,6 +860,31 @@ fn check_rendered(overlay: &Path, docs: &[Value]) {
         );
         by_kind.entry(kind.to_owned()).or_default().push(d);
     }
+    // Everything in the overlay's namespace, the project's image at the overlay's tag: a
+    // component added by an overlay built on another one is outside that one's transformers.
+    let namespace = by_kind["Namespace"][0]["metadata"]["name"]
+        .as_str()
+        .unwrap();
+    // Known gap, left to the shipper's owners: example-edge's DaemonSet renders without the
+    // namespace and the image tag, and moving it into the "restricted" namespace needs a place
+    // that admits its hostPath volumes and a NetworkPolicy to NATS first.
+    let known_gap = |d: &Value| {
+        overlay.ends_with("example-edge")
+            && d["kind"] == "DaemonSet"
+            && d["metadata"]["name"] == "edge-shipper"
+    };
+    for d in docs
+        .iter()
+        .filter(|d| d["kind"] != "Namespace" && !known_gap(d))
+    {
+        assert_eq!(
+            d["metadata"]["namespace"].as_str(),
+            Some(namespace),
+            "{label}: {} {:?} is outside namespace {namespace}",
+            d["kind"].as_str().unwrap(),
+            d["metadata"]["name"]
+        );
+    }
     let deployments = &by_kind["Deployment"];
     // Deployments and DaemonSets (the edge shipper) follow the same container rules.
     let workloads: Vec<&&Value> = deployments
@@ -544,8 +897,26 @@ fn check_rendered(overlay: &Path, docs: &[Value]) {
             .find(|d| d["metadata"]["name"] == name)
             .unwrap_or_else(|| panic!("{label}: Deployment {name} missing"))
     };
+    let project_image = deployment("mes-api")["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        project_image.contains('/') && project_image.contains(':'),
+        "{label}: mes-api's image {project_image} has no registry or tag"
+    );
     for d in workloads {
         let name = d["metadata"]["name"].as_str().unwrap();
+        let spec = &d["spec"]["template"]["spec"];
+        for c in ["initContainers", "containers"]
+            .iter()
+            .flat_map(|k| spec[*k].as_sequence().into_iter().flatten())
+        {
+            let image = c["image"].as_str().unwrap();
+            if (image == "edge-mes" || image.contains("/edge-mes:")) && !known_gap(d) {
+                assert_eq!(image, project_image, "{label}: {name}'s image");
+            }
+        }
         for c in d["spec"]["template"]["spec"]["containers"]
             .as_sequence()
             .unwrap()
@@ -564,7 +935,11 @@ fn check_rendered(overlay: &Path, docs: &[Value]) {
             // Secrets by reference: no literal passwords or connection strings with them.
             for e in c["env"].as_sequence().into_iter().flatten() {
                 let var = e["name"].as_str().unwrap();
-                if var == "DATABASE_URL" || var.contains("PASSWORD") {
+                if var == "DATABASE_URL"
+                    || var.contains("PASSWORD")
+                    || var.contains("SECRET")
+                    || var.contains("ACCESS_KEY")
+                {
                     assert!(
                         e["value"].is_null(),
                         "{label}: {name} has {var} as a literal"
@@ -630,6 +1005,12 @@ fn check_rendered(overlay: &Path, docs: &[Value]) {
         .any(|d| d["metadata"]["name"] == "grafana")
     {
         check_rendered_grafana(overlay, &by_kind);
+    }
+    if by_kind["Deployment"]
+        .iter()
+        .any(|d| d["metadata"]["name"] == "archiver")
+    {
+        check_rendered_archiver(overlay, &by_kind);
     }
     // Autoscaling: KEDA on the consumer lag, or the HPA alternative.
     let scaled = by_kind.get("ScaledObject").map(Vec::len).unwrap_or(0)
@@ -698,6 +1079,178 @@ fn kubernetes_overlays_render_and_validate_offline() {
             }
         }
     }
+}
+
+/// TCP ports a rule list (`ingress` or `egress` of the NetworkPolicies that select pods with
+/// `labels`) admits.
+fn policy_ports(
+    by_kind: &BTreeMap<String, Vec<&Value>>,
+    labels: &Value,
+    direction: &str,
+) -> BTreeSet<u64> {
+    let mut ports = BTreeSet::new();
+    for p in &by_kind["NetworkPolicy"] {
+        let selector = &p["spec"]["podSelector"];
+        let selects = match selector["matchLabels"].as_mapping() {
+            Some(m) => m.iter().all(|(k, v)| &labels[k] == v),
+            None => false,
+        } || selector["matchExpressions"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .any(|e| {
+                e["operator"] == "In"
+                    && e["values"]
+                        .as_sequence()
+                        .unwrap()
+                        .contains(&labels[e["key"].as_str().unwrap()])
+            });
+        if !selects {
+            continue;
+        }
+        for rule in p["spec"][direction].as_sequence().into_iter().flatten() {
+            for port in rule["ports"].as_sequence().into_iter().flatten() {
+                if port["protocol"] != "UDP" {
+                    ports.extend(port["port"].as_u64());
+                }
+            }
+        }
+    }
+    ports
+}
+
+/// edge-mes-archiver on Kubernetes: one replica replaced whole, `run` as a least-privilege login,
+/// every directory it writes on a volume (the root filesystem is read-only), the archive on a
+/// rendered claim or on S3 with keys from a Secret, and its NetworkPolicies: metrics in,
+/// PostgreSQL and the S3 endpoint out.
+fn check_rendered_archiver(overlay: &Path, by_kind: &BTreeMap<String, Vec<&Value>>) {
+    let label = overlay.display();
+    let d = by_kind["Deployment"]
+        .iter()
+        .find(|d| d["metadata"]["name"] == "archiver")
+        .unwrap();
+    assert_eq!(d["spec"]["replicas"], 1, "{label}: archiver replicas");
+    assert_eq!(
+        d["spec"]["strategy"]["type"], "Recreate",
+        "{label}: the old archiver must stop before the new one starts"
+    );
+    let spec = &d["spec"]["template"]["spec"];
+    let c = &spec["containers"][0];
+    assert_eq!(c["args"][0], "edge-mes-archiver", "{label}");
+    assert_eq!(c["args"][1], "run", "{label}");
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    let env: BTreeMap<&str, &Value> = c["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), e))
+        .collect();
+    let value = |var: &str| -> &str {
+        env.get(var)
+            .and_then(|e| e["value"].as_str())
+            .unwrap_or_else(|| panic!("{label}: archiver has no {var}"))
+    };
+    assert_eq!(value("DB_MIGRATE"), "never", "{label}");
+    assert_eq!(
+        env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"], "archiver-url",
+        "{label}: the archiver's own login"
+    );
+    let metrics: u64 = value("ARCHIVER_METRICS_ADDR")
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    let named_port = c["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p["containerPort"].as_u64() == Some(metrics))
+        .and_then(|p| p["name"].as_str())
+        .unwrap_or_else(|| panic!("{label}: archiver does not declare port {metrics}"));
+    assert_eq!(c["livenessProbe"]["httpGet"]["port"], named_port, "{label}");
+    assert_eq!(
+        d["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"],
+        metrics.to_string(),
+        "{label}"
+    );
+
+    let volumes: BTreeMap<&str, &Value> = spec["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| (v["name"].as_str().unwrap(), v))
+        .collect();
+    let mounted = |path: &str| -> Option<&Value> {
+        c["volumeMounts"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|m| m["mountPath"] == path)
+            .map(|m| volumes[m["name"].as_str().unwrap()])
+    };
+    assert!(
+        mounted(value("ARCHIVER_SPILL_DIR")).is_some(),
+        "{label}: the spill directory is not on a volume"
+    );
+    let target = value("ARCHIVER_TARGET");
+    let labels = &d["spec"]["template"]["metadata"]["labels"];
+    let egress = policy_ports(by_kind, labels, "egress");
+    if let Some(bucket) = target.strip_prefix("s3://") {
+        assert!(!bucket.is_empty(), "{label}: {target}");
+        for var in ["ARCHIVER_S3_ACCESS_KEY_ID", "ARCHIVER_S3_SECRET_ACCESS_KEY"] {
+            assert!(
+                env[var]["valueFrom"]["secretKeyRef"]["name"].is_string(),
+                "{label}: {var} not from a Secret"
+            );
+        }
+        let endpoint = env
+            .get("ARCHIVER_S3_ENDPOINT")
+            .and_then(|e| e["value"].as_str());
+        let port = endpoint
+            .and_then(|e| e.rsplit_once(':'))
+            .and_then(|(_, p)| p.trim_end_matches('/').parse().ok())
+            .unwrap_or(443);
+        if endpoint.is_some_and(|e| e.starts_with("http://")) {
+            assert_eq!(value("ARCHIVER_S3_ALLOW_HTTP"), "true", "{label}");
+        }
+        assert!(
+            egress.contains(&port),
+            "{label}: no NetworkPolicy lets the archiver reach its S3 endpoint on port {port}"
+        );
+        assert!(
+            !by_kind.contains_key("PersistentVolumeClaim"),
+            "{label}: a claim left over with an S3 archive"
+        );
+    } else {
+        let claim = mounted(target)
+            .and_then(|v| v["persistentVolumeClaim"]["claimName"].as_str())
+            .unwrap_or_else(|| panic!("{label}: the archive {target} is not on a claim"));
+        assert!(
+            by_kind
+                .get("PersistentVolumeClaim")
+                .into_iter()
+                .flatten()
+                .any(|p| p["metadata"]["name"] == claim),
+            "{label}: claim {claim} is not rendered"
+        );
+        assert!(
+            spec["securityContext"]["fsGroup"].is_u64(),
+            "{label}: the claim's files must be writable by the non-root user"
+        );
+    }
+    assert!(
+        egress.contains(&5432) && egress.contains(&53),
+        "{label}: the archiver must reach DNS and PostgreSQL: {egress:?}"
+    );
+    assert!(
+        !egress.contains(&4222),
+        "{label}: the archiver does not use NATS"
+    );
+    assert!(
+        policy_ports(by_kind, labels, "ingress").contains(&metrics),
+        "{label}: no NetworkPolicy admits Prometheus to the archiver's metrics"
+    );
 }
 
 /// Grafana on Kubernetes mounts ConfigMaps generated from the repository's grafana/ folder: each
@@ -785,8 +1338,12 @@ fn kill_timeouts_leave_room_for_the_shutdown_bound() {
             "{what}: killed after {kill} s, shutdown bound {bound} s"
         );
     };
-    for file in ["ingest-worker.yaml", "mes-api.yaml"] {
-        let docs = yaml_file(&root().join("deploy/k8s/base").join(file));
+    for file in [
+        "base/ingest-worker.yaml",
+        "base/mes-api.yaml",
+        "components/archiver/archiver.yaml",
+    ] {
+        let docs = yaml_file(&root().join("deploy/k8s").join(file));
         let deployment = docs
             .iter()
             .find(|d| d["kind"] == "Deployment")
@@ -807,7 +1364,7 @@ fn kill_timeouts_leave_room_for_the_shutdown_bound() {
     }
 
     let compose = &yaml_file(&root().join("deploy/compose.yaml"))[0];
-    for service in ["mes-api", "ingest-worker", "edge-shipper"] {
+    for service in ["mes-api", "ingest-worker", "edge-shipper", "archiver"] {
         let s = &compose["services"][service];
         let grace = s["stop_grace_period"]
             .as_str()
@@ -858,11 +1415,13 @@ fn prometheus_alert_rules_are_valid_tested_and_use_real_metrics() {
         }
     }
     let rules = std::fs::read_to_string(dir.join("alerts.yml")).unwrap();
-    let exported: String = ["ingest-worker", "api", "edge-shipper"]
+    // Metric names as string literals anywhere in the binaries' sources (most are in metrics.rs).
+    let exported: String = ["ingest-worker", "api", "edge-shipper", "archiver"]
         .iter()
-        .map(|c| std::fs::read_to_string(root().join(c).join("src/metrics.rs")).unwrap())
+        .flat_map(|c| files_under(&root().join(c).join("src"), "rs"))
+        .map(|f| std::fs::read_to_string(f).unwrap())
         .collect();
-    let metric = Regex::new(r"\b(?:ingest|edge_shipper|mes_api)_[a-z_]+").unwrap();
+    let metric = Regex::new(r"\b(?:ingest|edge_shipper|mes_api|archive)_[a-z_]+").unwrap();
     let mut used = 0;
     for line in rules
         .lines()
@@ -878,4 +1437,11 @@ fn prometheus_alert_rules_are_valid_tested_and_use_real_metrics() {
         }
     }
     assert!(used >= 5, "only {used} metrics used");
+    for m in [
+        "archive_last_pass_timestamp_seconds",
+        "archive_pending_days",
+        "ingest_retention_days_waiting_for_archive",
+    ] {
+        assert!(rules.contains(m), "no alert on {m}");
+    }
 }
