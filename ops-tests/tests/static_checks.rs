@@ -1,6 +1,6 @@
 //! Static checks of the deploy files: NATS configs and stream definitions, the compose file and
 //! Dockerfile (and that they agree: what compose and Kubernetes run is in the image), the systemd
-//! unit, the Kubernetes overlays, the Prometheus alert rules.
+//! units, the Kubernetes overlays, the Prometheus alert rules.
 //!
 //! Tools: `nats-server`, `systemd-analyze`, `kubectl` (kustomize), `promtool`, and `kubernetes-validate` /
 //! `check-jsonschema` from `target/ops-tools/venv` — `.ci/tools.sh` installs what is missing. A
@@ -743,31 +743,35 @@ fn compose_and_kubernetes_run_only_what_the_image_holds() {
 // ---------------------------------------------------------------------------------------------
 // systemd
 
-#[test]
-fn edge_shipper_unit_verifies_and_is_hardened() {
-    let unit_path = root().join("deploy/edge/edge-shipper.service");
-    let unit = std::fs::read_to_string(&unit_path).unwrap();
-    for directive in [
-        "Restart=always",
-        "StateDirectory=edge-shipper",
+/// `systemd-analyze verify` on a unit whose `ExecStart` names `/usr/local/bin/<binary>`, after
+/// checking that it holds `directives`.
+fn unit_verifies_and_is_hardened(unit_path: &Path, binary: &str, directives: &[&str]) {
+    let unit = std::fs::read_to_string(unit_path).unwrap();
+    let exec = format!("ExecStart=/usr/local/bin/{binary}");
+    for directive in directives.iter().copied().chain([
         "ProtectSystem=strict",
         "NoNewPrivileges=yes",
-        "ExecStart=/usr/local/bin/edge-shipper",
-    ] {
-        assert!(unit.contains(directive), "{directive} missing");
+        exec.as_str(),
+    ]) {
+        assert!(
+            unit.contains(directive),
+            "{}: {directive} missing",
+            unit_path.display()
+        );
     }
-    assert!(root().join("deploy/edge/README.md").is_file());
     let Some(analyze) = tool("systemd-analyze") else {
         return;
     };
     // verify checks that ExecStart's binary exists: point it at a built one (or at true).
-    let binary =
-        testkit::bins::bin_path("edge-shipper").unwrap_or_else(|_| PathBuf::from("/bin/true"));
+    let built = testkit::bins::bin_path(binary).unwrap_or_else(|_| PathBuf::from("/bin/true"));
     let dir = tempfile::tempdir().unwrap();
-    let copy = dir.path().join("edge-shipper.service");
+    let copy = dir.path().join(unit_path.file_name().unwrap());
     std::fs::write(
         &copy,
-        unit.replace("/usr/local/bin/edge-shipper", &binary.display().to_string()),
+        unit.replace(
+            &format!("/usr/local/bin/{binary}"),
+            &built.display().to_string(),
+        ),
     )
     .unwrap();
     let out = run(Command::new(analyze)
@@ -777,8 +781,42 @@ fn edge_shipper_unit_verifies_and_is_hardened() {
     // Unknown keys and bad values are only warnings (exit 0): any output fails the check.
     assert!(
         out.status.success() && stderr.trim().is_empty(),
-        "systemd-analyze verify: {stderr}"
+        "systemd-analyze verify {}: {stderr}",
+        unit_path.display()
     );
+}
+
+#[test]
+fn edge_shipper_unit_verifies_and_is_hardened() {
+    unit_verifies_and_is_hardened(
+        &root().join("deploy/edge/edge-shipper.service"),
+        "edge-shipper",
+        &["Restart=always", "StateDirectory=edge-shipper"],
+    );
+    assert!(root().join("deploy/edge/README.md").is_file());
+}
+
+/// The archiver's unit for a server without containers: its own login (the URL as a credential),
+/// the local archive in its state directory, spill files in its private /var/tmp.
+#[test]
+fn archiver_unit_verifies_and_is_hardened() {
+    unit_verifies_and_is_hardened(
+        &root().join("deploy/systemd/edge-mes-archiver.service"),
+        "edge-mes-archiver",
+        &[
+            "Restart=always",
+            "StateDirectory=edge-mes-archiver",
+            "Environment=ARCHIVER_TARGET=/var/lib/edge-mes-archiver/archive",
+            "PrivateTmp=yes",
+            "Environment=ARCHIVER_SPILL_DIR=/var/tmp",
+            "Environment=DATABASE_URL_FILE=%d/database-url",
+            "Environment=DB_MIGRATE=never",
+            "EnvironmentFile=/etc/edge-mes/edge-mes-archiver.env",
+        ],
+    );
+    assert!(root()
+        .join("deploy/systemd/edge-mes-archiver.env")
+        .is_file());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1378,20 +1416,25 @@ fn kill_timeouts_leave_room_for_the_shutdown_bound() {
         agrees(&format!("compose {service}"), bound, kill);
     }
 
-    let unit = std::fs::read_to_string(root().join("deploy/edge/edge-shipper.service")).unwrap();
-    let value = |key: &str| -> u64 {
-        unit.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .unwrap_or_else(|| panic!("edge-shipper.service: {key}"))
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    agrees(
-        "edge-shipper.service",
-        value("Environment=SHUTDOWN_TIMEOUT_SECS="),
-        value("TimeoutStopSec="),
-    );
+    for file in [
+        "deploy/edge/edge-shipper.service",
+        "deploy/systemd/edge-mes-archiver.service",
+    ] {
+        let unit = std::fs::read_to_string(root().join(file)).unwrap();
+        let value = |key: &str| -> u64 {
+            unit.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .unwrap_or_else(|| panic!("{file}: {key}"))
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        agrees(
+            file,
+            value("Environment=SHUTDOWN_TIMEOUT_SECS="),
+            value("TimeoutStopSec="),
+        );
+    }
 }
 
 /// Prometheus alert rules: valid for promtool, their unit tests pass (each alert fires on the
