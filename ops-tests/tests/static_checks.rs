@@ -898,29 +898,28 @@ fn check_rendered(overlay: &Path, docs: &[Value]) {
         );
         by_kind.entry(kind.to_owned()).or_default().push(d);
     }
-    // Everything in the overlay's namespace, the project's image at the overlay's tag: a
-    // component added by an overlay built on another one is outside that one's transformers.
-    let namespace = by_kind["Namespace"][0]["metadata"]["name"]
-        .as_str()
-        .unwrap();
-    // Known gap, left to the shipper's owners: example-edge's DaemonSet renders without the
-    // namespace and the image tag, and moving it into the "restricted" namespace needs a place
-    // that admits its hostPath volumes and a NetworkPolicy to NATS first.
-    let known_gap = |d: &Value| {
-        overlay.ends_with("example-edge")
-            && d["kind"] == "DaemonSet"
-            && d["metadata"]["name"] == "edge-shipper"
-    };
-    for d in docs
+    // Everything in a namespace the overlay creates, the project's image at the overlay's tag:
+    // a component added by an overlay built on another one is outside that one's transformers.
+    let namespaces: BTreeMap<&str, &str> = by_kind["Namespace"]
         .iter()
-        .filter(|d| d["kind"] != "Namespace" && !known_gap(d))
-    {
-        assert_eq!(
-            d["metadata"]["namespace"].as_str(),
-            Some(namespace),
-            "{label}: {} {:?} is outside namespace {namespace}",
+        .map(|n| {
+            let labels = &n["metadata"]["labels"];
+            (
+                n["metadata"]["name"].as_str().unwrap(),
+                labels["pod-security.kubernetes.io/enforce"]
+                    .as_str()
+                    .unwrap_or("privileged"),
+            )
+        })
+        .collect();
+    for d in docs.iter().filter(|d| d["kind"] != "Namespace") {
+        let ns = d["metadata"]["namespace"].as_str().unwrap_or("");
+        assert!(
+            namespaces.contains_key(ns),
+            "{label}: {} {:?} is in namespace {ns:?}, not one of the overlay's {:?}",
             d["kind"].as_str().unwrap(),
-            d["metadata"]["name"]
+            d["metadata"]["name"],
+            namespaces.keys()
         );
     }
     let deployments = &by_kind["Deployment"];
@@ -951,9 +950,38 @@ fn check_rendered(overlay: &Path, docs: &[Value]) {
             .flat_map(|k| spec[*k].as_sequence().into_iter().flatten())
         {
             let image = c["image"].as_str().unwrap();
-            if (image == "edge-mes" || image.contains("/edge-mes:")) && !known_gap(d) {
+            if image == "edge-mes" || image.contains("/edge-mes:") {
                 assert_eq!(image, project_image, "{label}: {name}'s image");
             }
+        }
+        // Pod Security admits the pods: hostPath volumes only where the namespace enforces
+        // the privileged level (the restricted and baseline levels refuse them), and such a
+        // namespace denies traffic by default.
+        let ns = d["metadata"]["namespace"].as_str().unwrap_or("");
+        let host_path = spec["volumes"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .any(|v| !v["hostPath"].is_null());
+        if host_path {
+            assert_eq!(
+                namespaces.get(ns).copied(),
+                Some("privileged"),
+                "{label}: {name} mounts hostPath volumes in namespace {ns}, whose Pod Security \
+                 level refuses them"
+            );
+            assert!(
+                by_kind["NetworkPolicy"].iter().any(|p| {
+                    p["metadata"]["namespace"] == ns
+                        && p["spec"]["podSelector"]
+                            .as_mapping()
+                            .is_some_and(|m| m.is_empty())
+                        && p["spec"]["policyTypes"]
+                            .as_sequence()
+                            .is_some_and(|t| t.len() == 2)
+                }),
+                "{label}: namespace {ns} of {name} has no default-deny NetworkPolicy"
+            );
         }
         for c in d["spec"]["template"]["spec"]["containers"]
             .as_sequence()
@@ -1020,6 +1048,26 @@ fn check_rendered(overlay: &Path, docs: &[Value]) {
         "{label}"
     );
     deployment("ingest-worker");
+    // The edge shipper reaches NATS and is scraped, past its namespace's default deny.
+    for ds in by_kind.get("DaemonSet").into_iter().flatten() {
+        let labels = &ds["spec"]["template"]["metadata"]["labels"];
+        let name = ds["metadata"]["name"].as_str().unwrap();
+        assert!(
+            policy_ports(&by_kind, labels, "egress").contains(&4222),
+            "{label}: no NetworkPolicy lets {name} reach NATS on 4222"
+        );
+        let metrics = ds["spec"]["template"]["spec"]["containers"][0]["ports"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|p| p["name"] == "metrics")
+            .and_then(|p| p["containerPort"].as_u64())
+            .unwrap_or_else(|| panic!("{label}: {name} has no metrics port"));
+        assert!(
+            policy_ports(&by_kind, labels, "ingress").contains(&metrics),
+            "{label}: no NetworkPolicy admits Prometheus to {name}'s metrics on {metrics}"
+        );
+    }
     for kind in ["Service", "PodDisruptionBudget", "NetworkPolicy"] {
         assert!(by_kind.contains_key(kind), "{label}: no {kind}");
     }
