@@ -51,6 +51,8 @@ pub struct FleetRun {
     pub poller: PollerReport,
     /// During the window.
     pub cpu: CpuSplit,
+    /// Of `cpu.postgres_secs`: the backend answering the benchmark's own ledger poll.
+    pub ledger_poll_postgres_secs: Option<f64>,
     pub cpu_us_per_reading: CpuPerReading,
     pub worker_peak_rss_kib: Vec<u64>,
     /// `VmHWM` of each shipper: sum, largest, mean.
@@ -62,6 +64,10 @@ pub struct FleetRun {
     pub samples: Vec<FleetSample>,
     pub writer_max_gap_ms: f64,
     pub total_lines: u64,
+    /// Messages the shippers published (the stream's last sequence) and ledger entries the
+    /// worker wrote (about one per source and batch; the ledger's last id), over the whole run.
+    pub messages: u64,
+    pub ledger_entries: u64,
     /// `readings` (heap, index, TOAST, all partitions) at the end, and per row.
     pub readings_bytes: u64,
     pub readings_bytes_per_row: f64,
@@ -78,19 +84,23 @@ pub struct CpuPerReading {
     pub shippers: f64,
     pub workers: f64,
     pub nats: Option<f64>,
+    /// Without the benchmark's own ledger poll.
     pub postgres: Option<f64>,
 }
 
 impl CpuPerReading {
-    /// `cpu`'s seconds over the readings committed at `readings_per_sec` during its wall time.
-    pub fn of(cpu: &CpuSplit, readings_per_sec: f64) -> Self {
+    /// `cpu`'s seconds over the readings committed at `readings_per_sec` during its wall time;
+    /// PostgreSQL's less `ledger_poll_secs` (the benchmark's poll, no cost of the pipeline).
+    pub fn of(cpu: &CpuSplit, ledger_poll_secs: Option<f64>, readings_per_sec: f64) -> Self {
         let readings = (readings_per_sec * cpu.wall_secs).max(1.0);
         let us = |secs: f64| secs * 1e6 / readings;
         Self {
             shippers: us(cpu.shippers_secs),
             workers: us(cpu.workers_secs),
             nats: cpu.nats_secs.map(us),
-            postgres: cpu.postgres_secs.map(us),
+            postgres: cpu
+                .postgres_secs
+                .map(|pg| us((pg - ledger_poll_secs.unwrap_or(0.0)).max(0.0))),
         }
     }
 }
@@ -251,6 +261,18 @@ async fn one_run(bench: &Bench, boxes: u32, files: u32) -> anyhow::Result<(Fleet
     let ledger_bytes = done.dep.table_bytes("ingest_ledger").await?;
     let ledger_rows =
         crate::stack::count(&done.dep.pool, "SELECT count(*) FROM ingest_ledger").await?;
+    let ledger_entries = crate::stack::count(
+        &done.dep.pool,
+        "SELECT coalesce(max(id), 0) FROM ingest_ledger",
+    )
+    .await?;
+    let messages = js
+        .get_stream(&names.readings_stream)
+        .await?
+        .info()
+        .await?
+        .state
+        .last_sequence;
     bench.retire(done.dep).await?;
 
     let figures = window.figures(&done.lines);
@@ -265,7 +287,12 @@ async fn one_run(bench: &Bench, boxes: u32, files: u32) -> anyhow::Result<(Fleet
             latency_ms: figures.latency_ms,
             poller: done.poller.into(),
             cpu: window.cpu,
-            cpu_us_per_reading: CpuPerReading::of(&window.cpu, figures.commit_rate),
+            ledger_poll_postgres_secs: window.ledger_poll_postgres_secs,
+            cpu_us_per_reading: CpuPerReading::of(
+                &window.cpu,
+                window.ledger_poll_postgres_secs,
+                figures.commit_rate,
+            ),
             worker_peak_rss_kib: done.worker_exits.iter().map(|e| e.peak_rss_kib).collect(),
             shipper_peak_rss_kib_sum: peaks.iter().sum(),
             shipper_peak_rss_kib_max: peaks.iter().copied().max().unwrap_or(0),
@@ -274,6 +301,8 @@ async fn one_run(bench: &Bench, boxes: u32, files: u32) -> anyhow::Result<(Fleet
             samples,
             writer_max_gap_ms: done.written.max_gap.as_secs_f64() * 1000.0,
             total_lines: done.written.lines,
+            messages,
+            ledger_entries,
             readings_bytes,
             readings_bytes_per_row: readings_bytes as f64 / rows,
             ledger_rows,
@@ -452,11 +481,28 @@ mod tests {
             bench_secs: 0.1,
         };
         // 1,000 readings/s for 10 s: 10,000 readings.
-        let per = CpuPerReading::of(&cpu, 1_000.0);
+        let per = CpuPerReading::of(&cpu, Some(0.1), 1_000.0);
         assert!((per.shippers - 50.0).abs() < 1e-9);
         assert!((per.workers - 100.0).abs() < 1e-9);
         assert_eq!(per.nats.map(|v| v.round()), Some(25.0));
         assert_eq!(per.postgres, None);
+        // PostgreSQL without the ledger poll's backend.
+        let pg = CpuSplit {
+            postgres_secs: Some(0.4),
+            ..cpu
+        };
+        assert_eq!(
+            CpuPerReading::of(&pg, Some(0.1), 1_000.0)
+                .postgres
+                .map(|v| v.round()),
+            Some(30.0)
+        );
+        assert_eq!(
+            CpuPerReading::of(&pg, None, 1_000.0)
+                .postgres
+                .map(|v| v.round()),
+            Some(40.0)
+        );
     }
 
     fn run_with(boxes: u32, p99: f64, rate_held: f64) -> FleetRun {
@@ -477,6 +523,7 @@ mod tests {
                 found_by_final_scan: 0,
             },
             cpu: CpuSplit::default(),
+            ledger_poll_postgres_secs: None,
             cpu_us_per_reading: CpuPerReading::default(),
             worker_peak_rss_kib: vec![],
             shipper_peak_rss_kib_sum: 0,
@@ -486,6 +533,8 @@ mod tests {
             samples: vec![],
             writer_max_gap_ms: 0.0,
             total_lines: 0,
+            messages: 0,
+            ledger_entries: 0,
             readings_bytes: 0,
             readings_bytes_per_row: 0.0,
             ledger_rows: 0,

@@ -942,11 +942,12 @@ fn render_fleet(s: &mut String, f: &crate::fleet::FleetReport) {
         &|r| {
             let c = &r.cpu;
             format!(
-                "{:.1} · {:.1} · {} · {} · {:.1}",
+                "{:.1} · {:.1} · {} · {} (ledger poll {}) · {:.1}",
                 c.shippers_secs,
                 c.workers_secs,
                 opt(c.nats_secs, 1),
                 opt(c.postgres_secs, 1),
+                opt(r.ledger_poll_postgres_secs, 1),
                 c.bench_secs
             )
         },
@@ -966,7 +967,7 @@ fn render_fleet(s: &mut String, f: &crate::fleet::FleetReport) {
         },
     );
     row(
-        "CPU-µs per reading: shippers · workers · nats · PostgreSQL",
+        "CPU-µs per reading: shippers · workers · nats · PostgreSQL without the ledger poll",
         &|r| {
             let u = &r.cpu_us_per_reading;
             format!(
@@ -1001,6 +1002,18 @@ fn render_fleet(s: &mut String, f: &crate::fleet::FleetReport) {
             format!(
                 "{} · {} · {} ({} samples)",
                 w.ack_pending, w.pending, w.redelivered, w.consumer_samples
+            )
+        },
+    );
+    row(
+        "messages published · ledger entries written, whole run",
+        &|r| {
+            format!(
+                "{} · {} ({:.2} · {:.2} per line)",
+                thousands(r.messages as f64),
+                thousands(r.ledger_entries as f64),
+                r.messages as f64 / r.total_lines.max(1) as f64,
+                r.ledger_entries as f64 / r.total_lines.max(1) as f64
             )
         },
     );

@@ -68,6 +68,11 @@ impl Servers {
         }
     }
 
+    /// True when PostgreSQL is ours (its processes can be measured).
+    pub fn owns_postgres(&self) -> bool {
+        matches!(self.pg, PgHandle::Private(_))
+    }
+
     /// Process id of nats-server, when it is ours.
     pub fn nats_pid(&self) -> Option<u32> {
         match &self.nats {

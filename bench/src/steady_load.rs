@@ -7,12 +7,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
+use sqlx::postgres::PgPoolOptions;
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{info, warn};
 
 use crate::live::layout;
 use crate::monitored::{terminate_all, Exit, Monitored};
+use crate::procstat;
 use crate::report::{Check, CpuSplit, Distribution};
 use crate::stack::{wait_until, Bench, CpuSnapshot, Deployment};
 use crate::visibility::{poll_until, PollerSummary, Visibility};
@@ -46,6 +49,8 @@ pub struct SteadyLoad {
     stop_polling: CancellationToken,
     _stop_polling_on_drop: DropGuard,
     visible: Arc<AtomicU64>,
+    /// The PostgreSQL backend serving the ledger poll (its own connection).
+    poll_backend_pid: Option<u32>,
     drain: Duration,
 }
 
@@ -55,6 +60,9 @@ pub struct Window {
     pub start_us: i64,
     pub end_us: i64,
     pub cpu: CpuSplit,
+    /// CPU seconds of the PostgreSQL backend that answered the benchmark's ledger poll (part of
+    /// `cpu.postgres_secs`; `None`: not measurable, e.g. a server not ours).
+    pub ledger_poll_postgres_secs: Option<f64>,
 }
 
 /// The figures of the lines written in a window.
@@ -121,12 +129,27 @@ impl SteadyLoad {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
 
+        // The poll gets a connection of its own, so that its backend's CPU can be told apart.
+        let poll_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect(&dep.db_url)
+            .await
+            .context("connect the ledger poll")?;
+        let poll_backend_pid = sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+            .fetch_one(&poll_pool)
+            .await
+            .ok()
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|_| bench.servers.owns_postgres());
         let vis = Visibility::new(logs.clone(), &names);
         let visible = vis.visible.clone();
         let stop_polling = CancellationToken::new();
         let poller = tokio::spawn(poll_until(
             vis,
-            dep.pool.clone(),
+            poll_pool,
             Duration::from_millis(cfg.poll_ms),
             stop_polling.clone(),
         ));
@@ -142,6 +165,7 @@ impl SteadyLoad {
             _stop_polling_on_drop: stop_polling.clone().drop_guard(),
             stop_polling,
             visible,
+            poll_backend_pid,
             drain,
         };
         info!(
@@ -173,10 +197,17 @@ impl SteadyLoad {
 
     /// Measures `length` of load, then waits until the window's lines are rows.
     pub async fn window(&self, bench: &Bench, length: Duration) -> anyhow::Result<Window> {
+        let poll_ticks = || {
+            self.poll_backend_pid
+                .and_then(procstat::read_stat)
+                .map(|s| s.own_ticks())
+        };
         let start_us = now_us();
         let cpu_start = CpuSnapshot::take(&bench.servers, &self.shippers, &self.workers);
+        let poll_start = poll_ticks();
         tokio::time::sleep(length).await;
         let end_us = now_us();
+        let poll_end = poll_ticks();
         let cpu =
             CpuSnapshot::take(&bench.servers, &self.shippers, &self.workers).since(&cpu_start);
         info!(label = %self.label, "window over; waiting for its last lines");
@@ -186,6 +217,9 @@ impl SteadyLoad {
             start_us,
             end_us,
             cpu,
+            ledger_poll_postgres_secs: poll_start
+                .zip(poll_end)
+                .map(|(a, b)| procstat::secs(b.saturating_sub(a))),
         })
     }
 
@@ -305,6 +339,7 @@ mod tests {
             start_us: 1_000_000,
             end_us: 3_000_000,
             cpu: CpuSplit::default(),
+            ledger_poll_postgres_secs: None,
         };
         let lines = [
             line(900_000, 1_100_000),   // written before, committed inside
