@@ -272,6 +272,12 @@ pub struct Config {
     #[arg(long, env = "BENCH_FLEET_RATE", value_parser = clap::value_parser!(u32).range(1..))]
     pub fleet_rate: Option<u32>,
 
+    /// Fleet: seconds of an unmeasured 4-box load at the fleet rate before the two runs, so
+    /// that neither pays for a cold server (new WAL segments, empty caches); 0 skips it
+    /// [default: 30; 0 with --quick].
+    #[arg(long, env = "BENCH_FLEET_WARMUP_LOAD_SECS")]
+    pub fleet_warmup_load_secs: Option<u64>,
+
     /// Fleet: length of each run's measured window, in seconds [default: 60; 10 with --quick].
     #[arg(long, env = "BENCH_FLEET_SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub fleet_secs: Option<u64>,
@@ -469,6 +475,10 @@ impl Config {
         self.pick(self.fleet_secs, 60, 10)
     }
 
+    pub fn fleet_warmup_load_secs(&self) -> u64 {
+        self.pick(self.fleet_warmup_load_secs, 30, 0)
+    }
+
     pub fn footprint_secs(&self) -> u64 {
         self.pick(self.footprint_secs, 60, 10)
     }
@@ -553,6 +563,7 @@ mod tests {
             (300, 6_000, 60)
         );
         assert_eq!(full.fleet_files_per_box, 1);
+        assert_eq!(full.fleet_warmup_load_secs(), 30);
         assert_eq!(full.buffer_stream_bytes(), 64 << 20);
         assert_eq!(full.buffer_carry, 5);
         assert_eq!((full.api_rate, full.api_active_rate), (1000, 50));
@@ -573,6 +584,7 @@ mod tests {
             (quick.fleet_boxes(), quick.fleet_rate(), quick.fleet_secs()),
             (50, 1_000, 10)
         );
+        assert_eq!(quick.fleet_warmup_load_secs(), 0);
         // The quick API part stays short: warm-up, window and closed loop ≤ 10 s in all.
         assert_eq!(quick.api_rate, 1000);
         assert!(quick.api_warmup_secs() + quick.api_secs() + quick.api_max_secs() <= 10);

@@ -30,12 +30,20 @@ const SAMPLE_SLOWLY_ABOVE: u32 = 20;
 /// File descriptors this process needs besides one per file it appends to (servers' clients,
 /// database pool, logs, `/proc` reads).
 const FD_RESERVE: u64 = 256;
+/// What a shipper logs when it cannot watch its directory and falls back to periodic rescans.
+const NO_NOTIFY_LOG: &str = "file change notifications unavailable";
+/// Linux's limit of inotify instances per user: each shipper on this machine takes one.
+const INOTIFY_INSTANCES: &str = "/proc/sys/fs/inotify/max_user_instances";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FleetReport {
     pub requested_rate: u32,
     pub files: u32,
     pub files_per_box: u32,
+    /// Seconds of the unmeasured 4-box load before the runs.
+    pub warmup_load_secs: u64,
+    /// `fs.inotify.max_user_instances` at the start (`None`: not readable).
+    pub inotify_max_user_instances: Option<u64>,
     /// The four-box run, then the many-boxes run.
     pub runs: Vec<FleetRun>,
 }
@@ -55,6 +63,9 @@ pub struct FleetRun {
     pub ledger_poll_postgres_secs: Option<f64>,
     pub cpu_us_per_reading: CpuPerReading,
     pub worker_peak_rss_kib: Vec<u64>,
+    /// Shippers that could not watch their files (inotify instances exhausted on this one
+    /// machine) and read them at each rescan instead, every 500 ms.
+    pub shippers_without_notifications: u64,
     /// `VmHWM` of each shipper: sum, largest, mean.
     pub shipper_peak_rss_kib_sum: u64,
     pub shipper_peak_rss_kib_max: u64,
@@ -190,8 +201,30 @@ pub async fn run(bench: &Bench) -> anyhow::Result<(FleetReport, Vec<Check>)> {
     let files = many * cfg.fleet_files_per_box;
     ensure_open_files(u64::from(files))?;
     warn_when_memory_is_short(many);
-    let mut runs = Vec::new();
+    let inotify_limit = std::fs::read_to_string(INOTIFY_INSTANCES)
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok());
+    if let Some(limit) = inotify_limit.filter(|&l| l < u64::from(many) + 16) {
+        warn!(
+            limit,
+            boxes = many,
+            "fs.inotify.max_user_instances is below the shippers on this machine: the ones \
+             beyond it read their files every 500 ms instead of on change (each box has a \
+             kernel of its own in a plant); raise it, e.g. sysctl fs.inotify.max_user_instances=1024"
+        );
+    }
     let mut checks = Vec::new();
+    let warmup = cfg.fleet_warmup_load_secs();
+    if warmup > 0 {
+        // Neither measured run pays for a cold server (new WAL segments, empty caches) or a
+        // nats-server that is still growing.
+        let shape = fleet_shape(bench, "fleet-warmup".to_owned(), FEW_BOXES, files);
+        let load = SteadyLoad::start(bench, &shape, Duration::from_secs(warmup)).await?;
+        let done = load.finish().await?;
+        checks.extend(done.checks);
+        bench.retire(done.dep).await?;
+    }
+    let mut runs = Vec::new();
     for boxes in [FEW_BOXES, many] {
         let (run, run_checks) = one_run(bench, boxes, files).await?;
         info!(
@@ -208,6 +241,8 @@ pub async fn run(bench: &Bench) -> anyhow::Result<(FleetReport, Vec<Check>)> {
             requested_rate: cfg.fleet_rate(),
             files,
             files_per_box: cfg.fleet_files_per_box,
+            warmup_load_secs: warmup,
+            inotify_max_user_instances: inotify_limit,
             runs,
         },
         checks,
@@ -219,17 +254,7 @@ async fn one_run(bench: &Bench, boxes: u32, files: u32) -> anyhow::Result<(Fleet
     if let Err(e) = bench.servers.checkpoint().await {
         warn!(error = %format!("{e:#}"), "no CHECKPOINT before the fleet run");
     }
-    let shape = LoadShape {
-        label: format!("fleet-{boxes}"),
-        files,
-        boxes,
-        rate: cfg.fleet_rate(),
-        shipper_sample_every: if boxes > SAMPLE_SLOWLY_ABOVE {
-            Duration::from_secs(1)
-        } else {
-            SAMPLE_EVERY
-        },
-    };
+    let shape = fleet_shape(bench, format!("fleet-{boxes}"), boxes, files);
     let load =
         SteadyLoad::start(bench, &shape, Duration::from_secs(cfg.live_warmup_secs())).await?;
     let names = protocol::Names::isolated(&load.dep.namespace);
@@ -277,6 +302,11 @@ async fn one_run(bench: &Bench, boxes: u32, files: u32) -> anyhow::Result<(Fleet
 
     let figures = window.figures(&done.lines);
     let peaks: Vec<u64> = done.shipper_exits.iter().map(|e| e.peak_rss_kib).collect();
+    let without_notifications = done
+        .shipper_exits
+        .iter()
+        .filter(|e| std::fs::read_to_string(&e.log).is_ok_and(|text| text.contains(NO_NOTIFY_LOG)))
+        .count() as u64;
     let rows = done.written.lines.max(1) as f64;
     Ok((
         FleetRun {
@@ -294,6 +324,7 @@ async fn one_run(bench: &Bench, boxes: u32, files: u32) -> anyhow::Result<(Fleet
                 figures.commit_rate,
             ),
             worker_peak_rss_kib: done.worker_exits.iter().map(|e| e.peak_rss_kib).collect(),
+            shippers_without_notifications: without_notifications,
             shipper_peak_rss_kib_sum: peaks.iter().sum(),
             shipper_peak_rss_kib_max: peaks.iter().copied().max().unwrap_or(0),
             shipper_peak_rss_kib_mean: peaks.iter().sum::<u64>() as f64 / peaks.len().max(1) as f64,
@@ -310,6 +341,21 @@ async fn one_run(bench: &Bench, boxes: u32, files: u32) -> anyhow::Result<(Fleet
         },
         done.checks,
     ))
+}
+
+/// `files` at the fleet rate over `boxes` boxes.
+fn fleet_shape(bench: &Bench, label: String, boxes: u32, files: u32) -> LoadShape {
+    LoadShape {
+        label,
+        files,
+        boxes,
+        rate: bench.config.fleet_rate(),
+        shipper_sample_every: if boxes > SAMPLE_SLOWLY_ABOVE {
+            Duration::from_secs(1)
+        } else {
+            SAMPLE_EVERY
+        },
+    }
 }
 
 /// The processes whose memory is sampled.
@@ -526,6 +572,7 @@ mod tests {
             ledger_poll_postgres_secs: None,
             cpu_us_per_reading: CpuPerReading::default(),
             worker_peak_rss_kib: vec![],
+            shippers_without_notifications: 0,
             shipper_peak_rss_kib_sum: 0,
             shipper_peak_rss_kib_max: 0,
             shipper_peak_rss_kib_mean: 0.0,
@@ -548,6 +595,8 @@ mod tests {
             requested_rate: 1000,
             files: 300,
             files_per_box: 1,
+            warmup_load_secs: 0,
+            inotify_max_user_instances: None,
             runs: vec![run_with(4, 150.0, 1000.0), many],
         };
         assert!(report(run_with(300, 290.0, 999.0)).held_up().unwrap().0);

@@ -910,10 +910,13 @@ fn render_buffer(s: &mut String, b: &crate::buffer::BufferReport) {
 fn render_fleet(s: &mut String, f: &crate::fleet::FleetReport) {
     let _ = writeln!(
         s,
-        "\n### Fleet: many boxes\n\n{} readings/s over the same {} files in every run ({} a file), one edge-shipper process per box.\n",
+        "\n### Fleet: many boxes\n\n{} readings/s over the same {} files in every run ({} a file), one edge-shipper process per box; {} s of unmeasured 4-box load before; fs.inotify.max_user_instances {}.\n",
         thousands(f64::from(f.requested_rate)),
         f.files,
         f64::from(f.requested_rate) / f64::from(f.files.max(1)),
+        f.warmup_load_secs,
+        f.inotify_max_user_instances
+            .map_or_else(|| "unknown".to_owned(), |v| v.to_string()),
     );
     let mut header = "| figure |".to_owned();
     let mut rule = "|---|".to_owned();
@@ -988,6 +991,10 @@ fn render_fleet(s: &mut String, f: &crate::fleet::FleetReport) {
     row("shippers RSS, max of the sum in the window, MiB", &|r| {
         format!("{:.1}", mib(r.window_max.shippers_rss_kib))
     });
+    row(
+        "shippers without file change notifications (reading every 500 ms)",
+        &|r| r.shippers_without_notifications.to_string(),
+    );
     row("shipper peak RSS per box, MiB: mean · max", &|r| {
         format!(
             "{:.1} · {:.1}",
