@@ -23,6 +23,8 @@ use crate::writer::now_us;
 
 /// Boxes of the first run.
 pub const FEW_BOXES: u32 = 4;
+/// The many-boxes run's p99 write → row must stay within the live target.
+const P99_LIMIT_MS: f64 = 1000.0;
 /// How often the window is sampled.
 const SAMPLE_WINDOW_EVERY: Duration = Duration::from_secs(1);
 /// Above this many boxes each shipper's watcher samples it once a second, not every 50 ms.
@@ -166,27 +168,26 @@ impl WindowMax {
 }
 
 impl FleetReport {
-    /// Did the many-boxes run hold up against the four-box run? Met when it held ≥ 98 % of the
-    /// requested rate (written and committed) and its p99 write → row is at most twice the
-    /// four-box run's (at least 200 ms: the ledger poll alone adds up to 50 ms). `None` without
-    /// both runs.
+    /// Did the many-boxes run hold up? Met when it held ≥ 98 % of the requested rate (written
+    /// and committed) and its p99 write → row stayed within the live target, 1 s. The measured
+    /// text also gives its p99 against the four-box run's. `None` without both runs.
     pub fn held_up(&self) -> Option<(bool, String)> {
         let [few, many] = self.runs.as_slice() else {
             return None;
         };
         let requested = f64::from(self.requested_rate);
-        let allowed = 2.0 * few.latency_ms.p99.max(100.0);
         let ok = many.rate_held >= 0.98 * requested
             && many.commit_rate >= 0.98 * requested
-            && many.latency_ms.p99 <= allowed;
+            && many.latency_ms.p99 <= P99_LIMIT_MS;
         Some((
             ok,
             format!(
-                "p99 {:.0} ms with {} boxes, {:.0} ms with {} (allowed {allowed:.0}); held {:.0} / committed {:.0} of {}/s",
+                "p99 {:.0} ms with {} boxes, {:.0} ms with {} ({:.2} ×); held {:.0} / committed {:.0} of {}/s",
                 many.latency_ms.p99,
                 many.boxes,
                 few.latency_ms.p99,
                 few.boxes,
+                many.latency_ms.p99 / few.latency_ms.p99.max(1e-9),
                 many.rate_held,
                 many.commit_rate,
                 self.requested_rate
@@ -590,7 +591,7 @@ mod tests {
     }
 
     #[test]
-    fn many_boxes_hold_up_within_twice_the_four_box_p99_at_the_full_rate() {
+    fn many_boxes_hold_up_at_the_full_rate_within_the_live_target() {
         let report = |many: FleetRun| FleetReport {
             requested_rate: 1000,
             files: 300,
@@ -599,20 +600,17 @@ mod tests {
             inotify_max_user_instances: None,
             runs: vec![run_with(4, 150.0, 1000.0), many],
         };
-        assert!(report(run_with(300, 290.0, 999.0)).held_up().unwrap().0);
-        // Twice 150 ms is the limit.
-        assert!(!report(run_with(300, 301.0, 999.0)).held_up().unwrap().0);
+        let (met, measured) = report(run_with(300, 450.0, 999.0)).held_up().unwrap();
+        assert!(met);
+        assert!(measured.starts_with("p99 450 ms with 300 boxes, 150 ms with 4 (3.00 ×)"));
+        assert!(report(run_with(300, 1000.0, 999.0)).held_up().unwrap().0);
+        // Beyond 1 s.
+        assert!(!report(run_with(300, 1001.0, 999.0)).held_up().unwrap().0);
         // The rate not held.
         assert!(!report(run_with(300, 200.0, 900.0)).held_up().unwrap().0);
-        // A fast four-box run still allows 200 ms.
-        let fast = FleetReport {
-            runs: vec![run_with(4, 20.0, 1000.0), run_with(300, 190.0, 1000.0)],
-            ..report(run_with(300, 0.0, 0.0))
-        };
-        assert!(fast.held_up().unwrap().0);
         let one = FleetReport {
             runs: vec![run_with(4, 20.0, 1000.0)],
-            ..fast
+            ..report(run_with(300, 0.0, 0.0))
         };
         assert!(one.held_up().is_none());
     }
