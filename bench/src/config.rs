@@ -268,7 +268,7 @@ pub struct Config {
     pub fleet_files_per_box: u32,
 
     /// Fleet: readings per second over all boxes, the same in both runs
-    /// [default: 3000, 10 per box; 500 with --quick].
+    /// [default: 1500, 5 per box; 250 with --quick].
     #[arg(long, env = "BENCH_FLEET_RATE", value_parser = clap::value_parser!(u32).range(1..))]
     pub fleet_rate: Option<u32>,
 
@@ -468,7 +468,7 @@ impl Config {
     }
 
     pub fn fleet_rate(&self) -> u32 {
-        self.pick(self.fleet_rate, 3_000, 500)
+        self.pick(self.fleet_rate, 1_500, 250)
     }
 
     pub fn fleet_secs(&self) -> u64 {
@@ -560,7 +560,7 @@ mod tests {
         );
         assert_eq!(
             (full.fleet_boxes(), full.fleet_rate(), full.fleet_secs()),
-            (300, 3_000, 60)
+            (300, 1_500, 60)
         );
         assert_eq!(full.fleet_files_per_box, 1);
         assert_eq!(full.fleet_warmup_load_secs(), 30);
@@ -579,10 +579,10 @@ mod tests {
         assert_eq!(quick.naive_sample(), 2_000);
         assert_eq!((full.rounds(), quick.rounds()), (3, 1));
         assert_eq!(quick.live_secs(), 10);
-        // The quick fleet: 50 boxes at the same 10 readings/s a box, 10 s windows.
+        // The quick fleet: 50 boxes at the same 5 readings/s a box, 10 s windows.
         assert_eq!(
             (quick.fleet_boxes(), quick.fleet_rate(), quick.fleet_secs()),
-            (50, 500, 10)
+            (50, 250, 10)
         );
         assert_eq!(quick.fleet_warmup_load_secs(), 0);
         // The quick API part stays short: warm-up, window and closed loop ≤ 10 s in all.
