@@ -74,6 +74,8 @@ pub struct FleetRun {
     pub shipper_peak_rss_kib_mean: f64,
     /// Largest values sampled in the window.
     pub window_max: WindowMax,
+    /// What a message takes in the stream (see [`stored_bytes_per_message`]).
+    pub stream_bytes_per_message: Option<f64>,
     pub samples: Vec<FleetSample>,
     pub writer_max_gap_ms: f64,
     pub total_lines: u64,
@@ -125,9 +127,27 @@ pub struct FleetSample {
     pub ack_pending: Option<u64>,
     pub pending: Option<u64>,
     pub redelivered: Option<u64>,
+    /// Messages and bytes the stream holds (a work queue: those not acknowledged yet).
+    pub stream_messages: Option<u64>,
+    pub stream_bytes: Option<u64>,
     pub nats_rss_kib: Option<u64>,
     pub workers_rss_kib: u64,
     pub shippers_rss_kib: u64,
+}
+
+/// Bytes the stream stores per message (payload, headers, subject and its own framing), over the
+/// samples in `[start_us, end_us)` that found messages in it; `None` when none did.
+pub fn stored_bytes_per_message(
+    samples: &[FleetSample],
+    start_us: i64,
+    end_us: i64,
+) -> Option<f64> {
+    let (messages, bytes) = samples
+        .iter()
+        .filter(|s| (start_us..end_us).contains(&s.at_us))
+        .filter_map(|s| s.stream_messages.zip(s.stream_bytes))
+        .fold((0u64, 0u64), |(m, b), (sm, sb)| (m + sm, b + sb));
+    (messages > 0).then(|| bytes as f64 / messages as f64)
 }
 
 /// The largest value of each sampled series (0 when never read).
@@ -330,6 +350,11 @@ async fn one_run(bench: &Bench, boxes: u32, files: u32) -> anyhow::Result<(Fleet
             shipper_peak_rss_kib_max: peaks.iter().copied().max().unwrap_or(0),
             shipper_peak_rss_kib_mean: peaks.iter().sum::<u64>() as f64 / peaks.len().max(1) as f64,
             window_max: WindowMax::of(&samples, window.start_us, window.end_us),
+            stream_bytes_per_message: stored_bytes_per_message(
+                &samples,
+                window.start_us,
+                window.end_us,
+            ),
             samples,
             writer_max_gap_ms: done.written.max_gap.as_secs_f64() * 1000.0,
             total_lines: done.written.lines,
@@ -368,7 +393,7 @@ struct Pids {
 
 /// Samples the consumer and the processes' memory every second until `stop`.
 async fn sample_until(
-    stream: async_nats::jetstream::stream::Stream,
+    mut stream: async_nats::jetstream::stream::Stream,
     consumer: String,
     pids: Pids,
     stop: CancellationToken,
@@ -389,12 +414,21 @@ async fn sample_until(
                 None
             }
         };
+        let state = match stream.info().await {
+            Ok(info) => Some(info.state.clone()),
+            Err(e) => {
+                warn!(error = %e, "stream info failed");
+                None
+            }
+        };
         let sum = |pids: &[u32]| -> u64 { pids.iter().filter_map(|&p| rss_kib(p)).sum() };
         samples.push(FleetSample {
             at_us,
             ack_pending: info.as_ref().map(|i| i.num_ack_pending as u64),
             pending: info.as_ref().map(|i| i.num_pending),
             redelivered: info.as_ref().map(|i| i.num_redelivered as u64),
+            stream_messages: state.as_ref().map(|s| s.messages),
+            stream_bytes: state.as_ref().map(|s| s.bytes),
             nats_rss_kib: pids.nats.and_then(rss_kib),
             workers_rss_kib: sum(&pids.workers),
             shippers_rss_kib: sum(&pids.shippers),
@@ -485,6 +519,8 @@ mod tests {
             ack_pending,
             pending: ack_pending.map(|a| a * 2),
             redelivered: ack_pending.map(|_| 0),
+            stream_messages: ack_pending,
+            stream_bytes: ack_pending.map(|a| a * 500),
             nats_rss_kib: Some(1000 + at_us as u64),
             workers_rss_kib: 500,
             shippers_rss_kib,
@@ -515,6 +551,24 @@ mod tests {
             }
         );
         assert_eq!(WindowMax::of(&samples, 100, 200), WindowMax::default());
+    }
+
+    #[test]
+    fn stored_bytes_per_message_weigh_every_sample_by_its_messages() {
+        let mut samples = vec![
+            sample(10, Some(2), 0),
+            sample(20, Some(0), 0), // an empty stream says nothing
+            sample(30, None, 0),
+        ];
+        samples[0].stream_bytes = Some(1_000);
+        samples.push(FleetSample {
+            stream_messages: Some(8),
+            stream_bytes: Some(2_000),
+            ..sample(40, Some(8), 0)
+        });
+        // (1,000 + 2,000) bytes over (2 + 8) messages.
+        assert_eq!(stored_bytes_per_message(&samples, 0, 100), Some(300.0));
+        assert_eq!(stored_bytes_per_message(&samples, 15, 35), None);
     }
 
     #[test]
@@ -578,6 +632,7 @@ mod tests {
             shipper_peak_rss_kib_max: 0,
             shipper_peak_rss_kib_mean: 0.0,
             window_max: WindowMax::default(),
+            stream_bytes_per_message: None,
             samples: vec![],
             writer_max_gap_ms: 0.0,
             total_lines: 0,

@@ -1024,6 +1024,9 @@ fn render_fleet(s: &mut String, f: &crate::fleet::FleetReport) {
             )
         },
     );
+    row("stream bytes stored per message (window)", &|r| {
+        opt(r.stream_bytes_per_message, 0)
+    });
     row("readings on disk (heap, index), bytes per row", &|r| {
         format!("{:.0}", r.readings_bytes_per_row)
     });
