@@ -133,8 +133,7 @@ pub async fn apply_retention(
             _ => {}
         }
     }
-    metrics::gauge!("ingest_retention_days_waiting_for_archive")
-        .set(outcome.waiting_for_archive as f64);
+    crate::metrics::retention_waiting(outcome.waiting_for_archive as u64);
     if outcome.dropped > 0 {
         info!(days = outcome.dropped, %cutoff, "retention removed expired days of readings");
     }
@@ -219,7 +218,7 @@ pub async fn refresh_rollups(pool: &PgPool, retention_days: u32) -> Result<usize
     if refreshed > 0 {
         tracing::debug!(ranges = refreshed, "rollups refreshed");
     }
-    metrics::counter!("ingest_rollup_ranges_refreshed_total").increment(refreshed as u64);
+    crate::metrics::rollup_ranges(refreshed as u64);
     Ok(refreshed)
 }
 

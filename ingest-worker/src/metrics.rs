@@ -24,6 +24,8 @@ pub const STREAM_BYTES: &str = "ingest_stream_bytes";
 pub const STREAM_MAX_BYTES: &str = "ingest_stream_max_bytes";
 pub const STREAM_OLDEST_AGE: &str = "ingest_stream_oldest_message_age_seconds";
 pub const STREAM_MAX_AGE: &str = "ingest_stream_max_age_seconds";
+pub const RETENTION_WAITING: &str = "ingest_retention_days_waiting_for_archive";
+pub const ROLLUP_RANGES: &str = "ingest_rollup_ranges_refreshed_total";
 
 /// Starts the `/metrics` listener and describes every metric.
 pub fn install(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::BuildError> {
@@ -61,7 +63,23 @@ pub fn install(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::Buil
         "age of the oldest READINGS message not yet acknowledged; lost unloaded at max_age"
     );
     describe_gauge!(STREAM_MAX_AGE, "age limit of READINGS; 0: none");
+    describe_gauge!(
+        RETENTION_WAITING,
+        "expired days of readings kept until the archive has archived and verified them"
+    );
+    describe_counter!(
+        ROLLUP_RANGES,
+        "time ranges of the readings_1m/readings_1h rollups recomputed"
+    );
     Ok(())
+}
+
+pub fn retention_waiting(days: u64) {
+    gauge!(RETENTION_WAITING).set(days as f64);
+}
+
+pub fn rollup_ranges(n: u64) {
+    counter!(ROLLUP_RANGES).increment(n);
 }
 
 pub fn rows(n: u64) {
